@@ -1,0 +1,66 @@
+/** One event as it travels from the outbox to the sockets. */
+export interface TaskEvent {
+  /** The outbox id: the database's order of creation. */
+  readonly id: number;
+  readonly environmentId: number;
+  readonly objectClassId: number | null;
+  /** ISO 8601 with microseconds and `+00:00`, so that string order is time order. */
+  readonly timestamp: string;
+  /** The event as a client receives it, serialized once when it is read. */
+  readonly json: string;
+}
+
+/**
+ * The events waiting for one message, oldest first. Pure: no I/O, no timers. Messages are cut
+ * from the front, at most `limit` events each, sorted by timestamp within the message.
+ */
+export class EventBuffer {
+  #events: TaskEvent[] = [];
+  #head = 0;
+
+  /** Events waiting. */
+  get size(): number {
+    return this.#events.length - this.#head;
+  }
+
+  push(event: TaskEvent): void {
+    this.#events.push(event);
+  }
+
+  /** Removes and returns the oldest `limit` events, in ascending timestamp (stable for ties). */
+  take(limit: number): TaskEvent[] {
+    const end = Math.min(this.#head + limit, this.#events.length);
+    const chunk = this.#events.slice(this.#head, end);
+    this.#head = end;
+    if (this.#head === this.#events.length) {
+      this.#events = [];
+      this.#head = 0;
+    } else if (this.#head > 4096 && this.#head * 2 > this.#events.length) {
+      this.#events = this.#events.slice(this.#head);
+      this.#head = 0;
+    }
+    return byTimestamp(chunk);
+  }
+
+  clear(): void {
+    this.#events = [];
+    this.#head = 0;
+  }
+}
+
+function byTimestamp(chunk: TaskEvent[]): TaskEvent[] {
+  for (let i = 1; i < chunk.length; i++) {
+    // Events of concurrent transactions can interleave; sort only when they do.
+    if ((chunk[i - 1] as TaskEvent).timestamp > (chunk[i] as TaskEvent).timestamp) {
+      return chunk.sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : a.id - b.id));
+    }
+  }
+  return chunk;
+}
+
+/** The frame for one message: a JSON array of the events, built from their serialized forms. */
+export function serialize(chunk: readonly TaskEvent[]): Buffer {
+  let text = '[';
+  for (let i = 0; i < chunk.length; i++) text += (i ? ',' : '') + (chunk[i] as TaskEvent).json;
+  return Buffer.from(text + ']');
+}

@@ -1,0 +1,139 @@
+import websocket from '@fastify/websocket';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import fp from 'fastify-plugin';
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { Hub } from './hub.js';
+import { Listener } from './listener.js';
+import { migrate } from './migrate.js';
+import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
+import { SlidingWindowLimiter } from './rate-limit.js';
+import { registerRoute } from './route.js';
+import { TokenStore } from './tokens.js';
+
+export { migrate, migrationsDirectory } from './migrate.js';
+export { ERRORS, type ErrorCode } from './errors.js';
+export { OptionError } from './options.js';
+export type { Authenticate, Identity, RateLimitOptions, TaskEventsOptions } from './options.js';
+
+/** Counters of one plugin instance. */
+export interface TaskEventsStats {
+  /** Open WebSocket connections receiving events. */
+  connections: number;
+  /** Events read from the outbox since start. */
+  eventsReceived: number;
+  /** Messages (frames) sent to clients since start. */
+  messagesSent: number;
+}
+
+/** `app.taskEvents`: what the plugin offers the host app. */
+export interface TaskEventsDecorator {
+  /** Mints a one-time token for `GET /ws/events/tasks/?uuid=…` (default token store). */
+  issueToken(identity: Identity): Promise<string>;
+  /** Applies our migrations to the plugin's database (idempotent). */
+  migrate(): Promise<void>;
+  stats(): TaskEventsStats;
+  /**
+   * Lifecycle events, for tests and monitoring: `connected` and `reconnecting` (the LISTEN
+   * connection), `caught-up` ({ events }) after each outbox read, `flushed` ({ group, events,
+   * sockets }) after each message, `warning` (an error that is being retried).
+   */
+  events: EventEmitter;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    taskEvents: TaskEventsDecorator;
+  }
+}
+
+/** Close code sent to every client when the server shuts down. */
+const GOING_AWAY = 1001;
+
+/** Client frames are never valid here; the limit bounds what a client can make us read. */
+const MAX_PAYLOAD = 4096;
+
+const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: FastifyInstance, rawOptions) => {
+  const options = resolveOptions(rawOptions);
+  const pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 10, connectionTimeoutMillis: 10_000 });
+  const connection: pg.ClientConfig = options.pool
+    ? { ...(options.pool as unknown as { options: pg.ClientConfig }).options }
+    : { connectionString: options.connectionString };
+  const events = new EventEmitter();
+  if (!options.pool) {
+    // An idle client's error (its backend was terminated) must not crash the process.
+    pool.on('error', (error) => events.emit('warning', new Error('task events: idle pool client failed', { cause: error })));
+  }
+  if (options.migrate) await migrate(pool);
+
+  const tokens = new TokenStore(pool, options.tokenTtl);
+  const hub = new Hub({ messageTime: options.messageTime, messageLimit: options.messageLimit });
+  const listener = new Listener({
+    pool,
+    connection,
+    pollInterval: options.pollInterval,
+    readBatchSize: options.readBatchSize,
+    onEvents: (batch) => hub.publish(batch),
+  });
+  const limiter = options.rateLimit ? new SlidingWindowLimiter(options.rateLimit.max, options.rateLimit.timeWindow) : null;
+
+  for (const name of ['connected', 'reconnecting', 'caught-up', 'warning']) {
+    listener.on(name, (detail) => events.emit(name, detail));
+  }
+  hub.on('flushed', (detail) => events.emit('flushed', detail));
+  events.on('warning', (error: Error) => app.log.warn({ err: error }, error.message));
+
+  /** Sends what is buffered, then closes our sockets with 1001. */
+  const shutdown = async (): Promise<void> => {
+    hub.flushAll();
+    hub.closeAll(GOING_AWAY, 'Server shutting down');
+  };
+
+  if (app.hasDecorator('websocketServer')) {
+    // The host registered @fastify/websocket itself; its preClose closes the sockets it knows.
+    app.addHook('preClose', shutdown);
+  } else {
+    await app.register(websocket, {
+      options: { maxPayload: MAX_PAYLOAD },
+      preClose: async function closeSockets(this: FastifyInstance) {
+        await shutdown();
+        for (const client of this.websocketServer.clients) client.close(GOING_AWAY, 'Server shutting down');
+        await new Promise((resolve) => this.websocketServer.close(resolve));
+      },
+    });
+  }
+
+  registerRoute(app, {
+    path: options.path,
+    unknownPathPrefix: options.unknownPathPrefix,
+    hub,
+    authenticate: options.authenticate ?? ((token) => tokens.consume(token)),
+    position: () => listener.position(),
+    limiter,
+  });
+
+  const pruner = setInterval(() => {
+    tokens.prune().catch((error) => events.emit('warning', new Error('task events: pruning tokens failed', { cause: error })));
+  }, Math.max(options.tokenTtl, 60_000)).unref();
+
+  app.decorate<TaskEventsDecorator>('taskEvents', {
+    issueToken: (identity) => tokens.issue(identity),
+    migrate: () => migrate(pool),
+    stats: () => hub.stats(),
+    events,
+  });
+
+  app.addHook('onReady', async () => {
+    await listener.start();
+  });
+  app.addHook('onClose', async () => {
+    clearInterval(pruner);
+    limiter?.close();
+    await listener.close();
+    if (!options.pool) await pool.end();
+  });
+};
+
+/** The plugin: `app.register(taskEvents, { connectionString, ... })`. */
+export const taskEvents = fp(taskEventsPlugin, { fastify: '5.x', name: 'fastify-task-events' });
+export default taskEvents;

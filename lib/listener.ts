@@ -1,0 +1,249 @@
+import { EventEmitter } from 'node:events';
+import type pg from 'pg';
+import pgListen from 'pg-listen';
+import type { TaskEvent } from './buffer.js';
+
+/** The channel the capture triggers notify; the payload is empty, the outbox holds the events. */
+export const CHANNEL = 'task_events';
+
+/** What the listener needs; it knows nothing of sockets. */
+export interface ListenerOptions {
+  pool: pg.Pool;
+  /** For the LISTEN connection, which lives outside the pool. */
+  connection: pg.ClientConfig;
+  /** Milliseconds between reads when nothing woke the listener. */
+  pollInterval: number;
+  /** Rows per FETCH. */
+  readBatchSize: number;
+  /** Receives the events of each read, in outbox order; called once per fetched batch. */
+  onEvents: (events: TaskEvent[]) => void;
+}
+
+const RETRY_BASE = 100;
+const RETRY_CAP = 5000;
+
+/** Capped exponential backoff with full jitter: the n-th retry waits up to 100·2ⁿ ms, at most 5 s. */
+export function retryDelay(attempt: number): number {
+  return Math.round(Math.random() * Math.min(RETRY_CAP, RETRY_BASE * 2 ** Math.min(attempt, 16)));
+}
+
+// Rows committed after `$1` (a snapshot): their transaction had not started by then (xid >= xmax)
+// or was still running (xid in xip). Every other row was visible to that snapshot or never
+// commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next `$1`, the
+// reads tile the outbox's commit history with no gap and no overlap, whatever order concurrent
+// transactions commit in.
+const NEW_ROWS = `
+  SELECT id, environment_id, task_id, object_class_id, event,
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
+  FROM task_events.outbox
+  WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
+     OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
+  ORDER BY id`;
+
+interface OutboxRow {
+  id: string;
+  environment_id: string;
+  task_id: string;
+  object_class_id: string | null;
+  event: string;
+  timestamp: string;
+}
+
+function toEvent(row: OutboxRow): TaskEvent {
+  const classId = row.object_class_id === null ? null : Number(row.object_class_id);
+  return {
+    id: Number(row.id),
+    environmentId: Number(row.environment_id),
+    objectClassId: classId,
+    timestamp: row.timestamp,
+    // event names come from the outbox's CHECK list and timestamps from to_char: nothing to escape
+    json: `{"task_id":${Number(row.task_id)},"object_class_id":${classId},"event":"${row.event}","timestamp":"${row.timestamp}"}`,
+  };
+}
+
+type Subscriber = ReturnType<typeof pgListen.default>;
+
+/**
+ * Reads new outbox rows and hands them on, in order, once each. A NOTIFY on {@link CHANNEL}
+ * wakes it; so does every (re)connect of the LISTEN connection and a timer, so an event is late
+ * by at most `pollInterval` when its wake-up was lost. Nothing here gives up: reads and the LISTEN
+ * connection retry forever (capped, jittered) until {@link Listener.close}.
+ *
+ * Emits `connected` (LISTEN is active), `reconnecting` (attempt), `caught-up` ({ events }) after
+ * each read, and `warning` (error) for failures it will retry.
+ */
+export class Listener extends EventEmitter {
+  readonly #options: ListenerOptions;
+  #snapshot: string | null = null;
+  /** Ids handed on by a read that failed half-way: the retry must not hand them on again. */
+  #handedOn = new Set<number>();
+  #reading: Promise<void> | null = null;
+  #readAgain = false;
+  #readFailures = 0;
+  #closing = false;
+  #subscriber: Subscriber | null = null;
+  #pollTimer: NodeJS.Timeout | null = null;
+  #readRetryTimer: NodeJS.Timeout | null = null;
+  #subscribeTimer: NodeJS.Timeout | null = null;
+
+  constructor(options: ListenerOptions) {
+    super();
+    this.#options = options;
+  }
+
+  /**
+   * Fixes the starting point (nothing committed before it is read) and starts listening.
+   * Rejects when the database cannot be reached now; after that, failures are retried.
+   */
+  async start(): Promise<void> {
+    const { rows } = await this.#options.pool.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
+    this.#snapshot = (rows[0] as { snapshot: string }).snapshot;
+    this.#pollTimer = setInterval(() => this.wake(), this.#options.pollInterval).unref();
+    void this.#subscribe(0);
+  }
+
+  /**
+   * The outbox position now: events with a larger id were created after this call. A handshake
+   * reads it so that a new connection gets exactly the events created after it opened.
+   */
+  async position(): Promise<number> {
+    const { rows } = await this.#options.pool.query<{ position: string }>(
+      'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM task_events.outbox_id_seq',
+    );
+    return Number((rows[0] as { position: string }).position);
+  }
+
+  /** Asks for a read; reads never overlap, and wake-ups during one fold into one more. */
+  wake(): void {
+    if (this.#closing || this.#snapshot === null) return;
+    if (this.#reading) {
+      this.#readAgain = true;
+      return;
+    }
+    this.#reading = this.#readUntilQuiet().finally(() => {
+      this.#reading = null;
+    });
+  }
+
+  /** Stops listening and reading; waits for a read under way. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#pollTimer) clearInterval(this.#pollTimer);
+    if (this.#readRetryTimer) clearTimeout(this.#readRetryTimer);
+    if (this.#subscribeTimer) clearTimeout(this.#subscribeTimer);
+    await this.#reading;
+    const subscriber = this.#subscriber;
+    this.#subscriber = null;
+    await subscriber?.close().catch(() => {});
+  }
+
+  async #readUntilQuiet(): Promise<void> {
+    do {
+      this.#readAgain = false;
+      try {
+        const count = await this.#read();
+        this.#readFailures = 0;
+        this.emit('caught-up', { events: count });
+      } catch (error) {
+        this.emit('warning', new Error('task events: reading the outbox failed; retrying', { cause: error }));
+        if (this.#closing) return;
+        this.#readRetryTimer = setTimeout(() => this.wake(), retryDelay(++this.#readFailures));
+        return;
+      }
+    } while (this.#readAgain && !this.#closing);
+  }
+
+  async #read(): Promise<number> {
+    const { pool, readBatchSize, onEvents } = this.#options;
+    const client = await pool.connect();
+    let count = 0;
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
+      const snapshot = (rows[0] as { snapshot: string }).snapshot;
+      await client.query(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS}`, [this.#snapshot]);
+      for (;;) {
+        const batch = await client.query<OutboxRow>(`FETCH ${readBatchSize} FROM task_events_new_rows`);
+        const events: TaskEvent[] = [];
+        for (const row of batch.rows) {
+          const event = toEvent(row);
+          if (this.#handedOn.has(event.id)) continue;
+          this.#handedOn.add(event.id);
+          events.push(event);
+        }
+        if (events.length) {
+          count += events.length;
+          onEvents(events);
+        }
+        if (batch.rows.length < readBatchSize) break;
+      }
+      await client.query('COMMIT');
+      this.#snapshot = snapshot;
+      this.#handedOn.clear();
+      client.release();
+      return count;
+    } catch (error) {
+      client.release(error as Error);
+      throw error;
+    }
+  }
+
+  /** Connects the LISTEN connection; a failed attempt is retried with a fresh subscriber. */
+  async #subscribe(attempt: number): Promise<void> {
+    if (this.#closing) return;
+    let abandoned = false;
+    const subscriber = pgListen.default(this.#options.connection, {
+      // pg-listen gives up after 3 s by default; 0 means never. Throwing here is how a retry
+      // loop inside pg-listen is cancelled (by close, or when this subscriber is replaced).
+      retryTimeout: 0,
+      retryInterval: (retry: number) => {
+        if (this.#closing || abandoned) throw new Error('listener closed');
+        return retryDelay(retry);
+      },
+      paranoidChecking: 10_000,
+      parse: (payload: string) => payload,
+    });
+    const abandon = (): void => {
+      abandoned = true;
+      void subscriber.close().catch(() => {});
+    };
+    subscriber.events.on('error', (error: Error) => {
+      if (abandoned || this.#closing) return;
+      this.emit('warning', new Error('task events: LISTEN connection failed; reconnecting', { cause: error }));
+      abandon();
+      this.#retrySubscribe(attempt + 1);
+    });
+    subscriber.events.on('reconnect', (retry: number) => this.emit('reconnecting', retry));
+    subscriber.notifications.on(CHANNEL, () => this.wake());
+    try {
+      await subscriber.connect();
+      await subscriber.listenTo(CHANNEL);
+    } catch (error) {
+      if (!abandoned) {
+        this.emit('warning', new Error('task events: LISTEN connection failed; reconnecting', { cause: error }));
+        abandon();
+        this.#retrySubscribe(attempt + 1);
+      }
+      return;
+    }
+    if (this.#closing) return abandon();
+    this.#subscriber = subscriber;
+    // pg-listen emits `connected` again after it re-LISTENs on a new connection.
+    subscriber.events.on('connected', () => {
+      if (this.#closing || abandoned) return abandon();
+      this.#connected();
+    });
+    this.#connected();
+  }
+
+  #connected(): void {
+    this.emit('connected');
+    // Whatever committed while we were not listening is in the outbox: read it now.
+    this.wake();
+  }
+
+  #retrySubscribe(attempt: number): void {
+    if (this.#closing) return;
+    this.#subscribeTimer = setTimeout(() => void this.#subscribe(attempt), retryDelay(attempt));
+  }
+}

@@ -1,0 +1,116 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import { errorFrame, type ErrorCode } from './errors.js';
+import type { Hub, Ticket } from './hub.js';
+import type { Authenticate, Identity } from './options.js';
+import type { SlidingWindowLimiter } from './rate-limit.js';
+import { isTokenShaped } from './tokens.js';
+
+/** What the route needs from the other parts. */
+export interface RouteOptions {
+  path: string;
+  unknownPathPrefix: string | false;
+  hub: Hub;
+  authenticate: Authenticate;
+  /** The outbox position now (see Listener.position). */
+  position: () => Promise<number>;
+  limiter: SlidingWindowLimiter | null;
+}
+
+/** The outcome of a handshake, decided before the upgrade. */
+type Verdict =
+  | { error: ErrorCode }
+  | { error: null; identity: Identity; objectClassIds: ReadonlySet<number> | null; afterEventId: number; ticket: Ticket };
+
+const CLASS_IDS = /^\s*\d{1,15}\s*(,\s*\d{1,15}\s*)*$/;
+
+/** `undefined` for a malformed list; `null` for no filter. */
+export function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
+  if (value === undefined || value === '') return null;
+  if (typeof value !== 'string' || !CLASS_IDS.test(value)) return undefined;
+  return new Set(value.split(',').map((id) => Number(id.trim())));
+}
+
+/** Sends one contract error frame, then closes with 1000 (normal closure). */
+function refuse(socket: WebSocket, code: ErrorCode): void {
+  if (socket.readyState !== socket.OPEN) return;
+  socket.send(errorFrame(code));
+  socket.close(1000);
+}
+
+function withoutTrailingSlash(path: string): string {
+  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
+/**
+ * The WebSocket route: handshake (rate limit, filter, token) in `preValidation`, before the upgrade,
+ * so that a failure of authentication itself is an HTTP 500 and no socket; the contract's error
+ * frames after the upgrade; the socket handed to the hub.
+ */
+export function registerRoute(app: FastifyInstance, options: RouteOptions): void {
+  const { hub, authenticate, position, limiter } = options;
+  const verdicts = new WeakMap<FastifyRequest, Verdict>();
+
+  async function handshake(request: FastifyRequest): Promise<void> {
+    if (!request.ws) return; // a plain HTTP request: the 426 handler answers it, no token is spent
+    if (limiter && !limiter.allow(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
+    const query = request.query as Record<string, unknown>;
+    const objectClassIds = parseObjectClassIds(query.object_class_ids);
+    if (objectClassIds === undefined) return void verdicts.set(request, { error: 'ERR_INVALID_OBJECT_CLASS_IDS' });
+    const token = query.uuid;
+    if (!isTokenShaped(token)) return void verdicts.set(request, { error: 'ERR_INVALID_UUID' });
+    const ticket = hub.reserve();
+    try {
+      const identity = await authenticate(token, request);
+      if (!identity) {
+        hub.release(ticket);
+        return void verdicts.set(request, { error: 'ERR_INVALID_UUID' });
+      }
+      const afterEventId = await position();
+      verdicts.set(request, { error: null, identity, objectClassIds, afterEventId, ticket });
+    } catch (error) {
+      hub.release(ticket);
+      // Fastify answers 500 with this message; the cause (a database error) goes to the log only.
+      throw new Error('Task events: authentication failed', { cause: error });
+    }
+  }
+
+  function connect(socket: WebSocket, request: FastifyRequest): void {
+    const verdict = verdicts.get(request);
+    verdicts.delete(request);
+    if (!verdict) return refuse(socket, 'ERR_INVALID_UUID');
+    if (verdict.error) return refuse(socket, verdict.error);
+    hub.join(socket, {
+      environmentId: verdict.identity.environmentId,
+      objectClassIds: verdict.objectClassIds,
+      afterEventId: verdict.afterEventId,
+      ticket: verdict.ticket,
+    });
+    socket.on('close', () => hub.leave(socket));
+    socket.on('message', () => {
+      hub.leave(socket);
+      refuse(socket, 'RECEIVE_NOT_SUPPORTED');
+    });
+  }
+
+  function upgradeRequired(_request: FastifyRequest, reply: FastifyReply): void {
+    void reply.code(426).header('upgrade', 'websocket').send({
+      statusCode: 426,
+      error: 'Upgrade Required',
+      message: 'This endpoint accepts WebSocket connections only.',
+    });
+  }
+
+  const paths = new Set([options.path, withoutTrailingSlash(options.path)]);
+  for (const url of paths) {
+    app.route({ method: 'GET', url, preValidation: handshake, handler: upgradeRequired, wsHandler: connect });
+  }
+  if (options.unknownPathPrefix) {
+    app.route({
+      method: 'GET',
+      url: `${withoutTrailingSlash(options.unknownPathPrefix)}/*`,
+      handler: (_request, reply) => void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'Incorrect WebSocket URL.' }),
+      wsHandler: (socket) => refuse(socket, 'ERR_INCORRECT_URL'),
+    });
+  }
+}
