@@ -5,6 +5,10 @@
 -- from the trigger's arguments, which task_events.attach() writes. Every write path counts, since
 -- the database itself records the change: an ORM, psql, a bulk UPDATE, a migration.
 --
+-- The capture functions run as their owner (SECURITY DEFINER, with a fixed search_path), so the
+-- host app's own role needs no rights on schema task_events: attaching never makes a host's write
+-- fail for want of a grant. EXECUTE is revoked from PUBLIC, so no one else can attach them.
+--
 -- Each function that writes outbox rows rings the doorbell: NOTIFY on channel 'task_events' with
 -- an empty payload. PostgreSQL folds identical notifications of one transaction into one, and the
 -- listener reads the outbox itself, so the payload carries nothing.
@@ -21,7 +25,8 @@ $$;
 
 -- Arguments of the task triggers: id column, environment column, object class column, status
 -- column ('' when the table has none), then the columns whose change is no event (updated_at).
-CREATE FUNCTION task_events.capture_task_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION task_events.capture_task_insert()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   written bigint;
 BEGIN
@@ -35,7 +40,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION task_events.capture_task_update() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION task_events.capture_task_update()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   written bigint;
   status_changed text := CASE WHEN TG_ARGV[3] = '' THEN 'false'
@@ -62,7 +68,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION task_events.capture_task_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION task_events.capture_task_delete()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   written bigint;
 BEGIN
@@ -76,20 +83,37 @@ BEGIN
 END
 $$;
 
--- Arguments of the owner/assignee triggers: the link table's task column, the event name, the
--- tasks table, and its id, environment and object class columns. The join to the tasks table is
--- also what drops the rows a task delete cascades to: their task is already gone, and its
--- task_deleted event says all there is to say.
-CREATE FUNCTION task_events.capture_link_change() RETURNS trigger LANGUAGE plpgsql AS $$
+-- TRUNCATE has no transition table: before the rows go, each becomes a task_deleted event.
+CREATE FUNCTION task_events.capture_task_truncate()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   written bigint;
 BEGIN
   EXECUTE format(
     'INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
-     SELECT t.%5$I, t.%4$I, t.%6$I, %2$L
-     FROM %7$I l JOIN %3$s t ON t.%4$I = l.%1$I
+     SELECT o.%2$I, o.%1$I, o.%3$I, ''task_deleted'' FROM %4$I.%5$I o ORDER BY o.%1$I',
+    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  GET DIAGNOSTICS written = ROW_COUNT;
+  IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
+  RETURN NULL;
+END
+$$;
+
+-- Arguments of the owner/assignee triggers: the link table's task column, the event name, the
+-- tasks table's schema and name, and its id, environment and object class columns. The join to the tasks table is
+-- also what drops the rows a task delete cascades to: their task is already gone, and its
+-- task_deleted event says all there is to say.
+CREATE FUNCTION task_events.capture_link_change()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  written bigint;
+BEGIN
+  EXECUTE format(
+    'INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
+     SELECT t.%6$I, t.%5$I, t.%7$I, %2$L
+     FROM %8$I l JOIN %3$I.%4$I t ON t.%5$I = l.%1$I
      ORDER BY l.%1$I',
-    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], TG_ARGV[3], TG_ARGV[4], TG_ARGV[5],
+    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], TG_ARGV[3], TG_ARGV[4], TG_ARGV[5], TG_ARGV[6],
     CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END);
   GET DIAGNOSTICS written = ROW_COUNT;
   IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
@@ -128,7 +152,7 @@ DECLARE
   trigger_name text;
 BEGIN
   FOREACH target IN ARRAY array_remove(ARRAY[tasks, task_owners, task_assignees], NULL) LOOP
-    FOREACH trigger_name IN ARRAY ARRAY['task_events_insert', 'task_events_update', 'task_events_delete'] LOOP
+    FOREACH trigger_name IN ARRAY ARRAY['task_events_insert', 'task_events_update', 'task_events_delete', 'task_events_truncate'] LOOP
       EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, target::regclass);
     END LOOP;
   END LOOP;
@@ -151,10 +175,10 @@ CREATE FUNCTION task_events.attach(
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   tasks_table regclass := tasks::regclass;
-  -- schema-qualified, so the link triggers find the tasks table whatever the search_path
-  tasks_name text := (SELECT format('%I.%I', n.nspname, c.relname)
-                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE c.oid = tasks_table);
+  -- schema and name apart, so the link triggers find the tasks table whatever the search_path
+  tasks_schema text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.oid = tasks_table);
+  tasks_name text := (SELECT c.relname FROM pg_class c WHERE c.oid = tasks_table);
   link_table regclass;
   link record;
   task_args text;
@@ -177,21 +201,28 @@ BEGIN
   EXECUTE format('CREATE TRIGGER task_events_delete AFTER DELETE ON %s
                   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
                   EXECUTE FUNCTION task_events.capture_task_delete(%s)', tasks_table, task_args);
+  EXECUTE format('CREATE TRIGGER task_events_truncate BEFORE TRUNCATE ON %s
+                  FOR EACH STATEMENT EXECUTE FUNCTION task_events.capture_task_truncate(%s)', tasks_table, task_args);
 
   FOR link IN SELECT * FROM (VALUES (task_owners, 'owner'), (task_assignees, 'assignee')) AS l(tbl, kind)
               WHERE l.tbl IS NOT NULL LOOP
     link_table := link.tbl::regclass;
     PERFORM task_events.require_columns(link_table, ARRAY[task_id_column]);
-    link_args := format('%L, %L, %L, %L, %L, %L', task_id_column, 'task_' || link.kind || '_added',
-                        tasks_name, id_column, environment_column, object_class_column);
+    link_args := format('%L, %L, %L, %L, %L, %L, %L', task_id_column, 'task_' || link.kind || '_added',
+                        tasks_schema, tasks_name, id_column, environment_column, object_class_column);
     EXECUTE format('CREATE TRIGGER task_events_insert AFTER INSERT ON %s
                     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
                     EXECUTE FUNCTION task_events.capture_link_change(%s)', link_table, link_args);
-    link_args := format('%L, %L, %L, %L, %L, %L', task_id_column, 'task_' || link.kind || '_removed',
-                        tasks_name, id_column, environment_column, object_class_column);
+    link_args := format('%L, %L, %L, %L, %L, %L, %L', task_id_column, 'task_' || link.kind || '_removed',
+                        tasks_schema, tasks_name, id_column, environment_column, object_class_column);
     EXECUTE format('CREATE TRIGGER task_events_delete AFTER DELETE ON %s
                     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
                     EXECUTE FUNCTION task_events.capture_link_change(%s)', link_table, link_args);
   END LOOP;
 END
 $$;
+
+REVOKE EXECUTE ON FUNCTION
+  task_events.capture_task_insert(), task_events.capture_task_update(), task_events.capture_task_delete(),
+  task_events.capture_task_truncate(), task_events.capture_link_change()
+FROM PUBLIC;

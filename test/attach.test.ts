@@ -61,7 +61,7 @@ async function triggersIn(schema: string): Promise<string[]> {
 const ALL_TRIGGERS = [
   'item_assignees.task_events_delete', 'item_assignees.task_events_insert',
   'item_owners.task_events_delete', 'item_owners.task_events_insert',
-  'work_items.task_events_delete', 'work_items.task_events_insert', 'work_items.task_events_update',
+  'work_items.task_events_delete', 'work_items.task_events_insert', 'work_items.task_events_truncate', 'work_items.task_events_update',
 ];
 
 /** Every kind of write, on the host's names; returns nothing, the outbox tells. */
@@ -118,7 +118,7 @@ t.test('NULL owners and assignees tables are skipped', async (t) => {
   await createHostSchema('crm_nolinks');
   await pool.query(attachSql('crm_nolinks', { task_owners: 'NULL', task_assignees: 'NULL' }));
   t.strictSame(await triggersIn('crm_nolinks'),
-    ['work_items.task_events_delete', 'work_items.task_events_insert', 'work_items.task_events_update']);
+    ['work_items.task_events_delete', 'work_items.task_events_insert', 'work_items.task_events_truncate', 'work_items.task_events_update']);
   t.strictSame(await eventsOf(pool, () => writeEverything('crm_nolinks')), [
     ev('task_created', 10, 7, 70), ev('task_created', 11, 8, 80),
     ev('task_status_changed', 10, 7, 70), ev('task_value_changed', 10, 7, 70),
