@@ -90,10 +90,13 @@ export class OptionError extends Error {
   override name = 'TaskEventsOptionError';
 }
 
+/** Node's timers fire at once past this many milliseconds, so no duration may exceed it. */
+const MAX_INTEGER = 2_147_483_647;
+
 function positiveInteger(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new OptionError(`fastify-task-events: option "${name}" must be a positive integer, got ${describe(value)}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_INTEGER) {
+    throw new OptionError(`fastify-task-events: option "${name}" must be a positive integer up to ${MAX_INTEGER}, got ${describe(value)}`);
   }
   return value;
 }

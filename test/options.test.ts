@@ -17,9 +17,10 @@ t.test('defaults are the contract\'s', async (t) => {
 
 t.test('a bad option fails registration with a message naming it', async (t) => {
   const cases: [string, unknown, RegExp][] = [
-    ['messageTime', 0, /"messageTime" must be a positive integer, got 0/],
-    ['messageTime', '5000', /"messageTime" must be a positive integer, got "5000"/],
+    ['messageTime', 0, /"messageTime" must be a positive integer up to 2147483647, got 0/],
+    ['messageTime', '5000', /"messageTime" must be a positive integer up to 2147483647, got "5000"/],
     ['messageLimit', 1.5, /"messageLimit" must be a positive integer/],
+    ['messageTime', 2 ** 31, /"messageTime" must be a positive integer up to 2147483647/],
     ['tokenTtl', -1, /"tokenTtl" must be a positive integer/],
     ['pollInterval', null, /"pollInterval" must be a positive integer/],
     ['path', 'ws/events', /"path" must be a URL path/],
