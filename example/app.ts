@@ -1,0 +1,70 @@
+// The example app: the reference schema, the task-events plugin and a small REST API on one pool.
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import taskEvents, { migrate, type RateLimitOptions } from '../lib/index.js';
+import { api } from './api.js';
+import type { Config } from './config.js';
+
+const SCHEMA_FILE = new URL('./schema.sql', import.meta.url);
+
+/** What {@link buildApp} needs: the database, resolved (embedded or not), and the settings. */
+export type AppConfig = Pick<Config, 'logLevel' | 'taskEvents'> & { databaseUrl: string };
+
+/**
+ * Creates the reference schema and seed with our triggers attached. Idempotent, and serialized
+ * by an advisory lock: two instances starting at once would otherwise race on `CREATE TABLE`.
+ */
+async function prepareDatabase(pool: pg.Pool): Promise<void> {
+  await migrate(pool);
+  const schema = await readFile(SCHEMA_FILE, 'utf8');
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('task_events.example.schema'))`);
+    await client.query(schema);
+    await client.query('SELECT task_events.attach()');
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Builds the example server, ready but not listening: migrations, reference schema and seed
+ * applied (a restart keeps the data), the plugin at `/ws/events/tasks/`, the REST API under
+ * `/api/`. `serverOptions` adds Fastify options (timeouts); closing the app ends its pool.
+ */
+export async function buildApp(config: AppConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.logLevel },
+    // Reject unknown fields with a 400 instead of silently dropping them (Fastify's default).
+    ajv: { customOptions: { removeAdditional: false } },
+    ...serverOptions,
+  });
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
+  // An idle client's backend can be terminated (restart, failover): log it, never crash.
+  pool.on('error', (error) => app.log.warn({ err: error }, 'idle PostgreSQL client failed'));
+  // onClose hooks run in reverse order: added before the plugin, this one runs after the plugin's.
+  app.addHook('onClose', () => pool.end());
+  try {
+    await prepareDatabase(pool);
+    const { rateLimit, ...settings } = config.taskEvents;
+    await app.register(taskEvents, {
+      pool,
+      ...settings,
+      // The plugin fills a field left out with its default (60 attempts a minute).
+      ...(rateLimit !== undefined && { rateLimit: rateLimit as RateLimitOptions | false }),
+    });
+    await app.register(api, { pool, issueToken: (identity) => app.taskEvents.issueToken(identity) });
+    await app.ready();
+  } catch (error) {
+    await app.close().catch(() => {});
+    if (!pool.ended) await pool.end();
+    throw error;
+  }
+  return app;
+}

