@@ -1,5 +1,5 @@
 // The example app: the reference schema, the task-events plugin and a small REST API on one pool.
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import taskEvents, { migrate, type RateLimitOptions } from '../lib/index.js';
@@ -7,6 +7,17 @@ import { api } from './api.js';
 import type { Config } from './config.js';
 
 const SCHEMA_FILE = new URL('./schema.sql', import.meta.url);
+
+/** Request logs without the WebSocket token: `?uuid=…` is a credential, if a short-lived one. */
+function logRequest(request: FastifyRequest) {
+  return {
+    method: request.method,
+    url: request.url.replace(/([?&]uuid=)[^&]*/g, '$1***'),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort,
+  };
+}
 
 /** What {@link buildApp} needs: the database, resolved (embedded or not), and the settings. */
 export type AppConfig = Pick<Config, 'logLevel' | 'taskEvents'> & { databaseUrl: string };
@@ -40,7 +51,7 @@ async function prepareDatabase(pool: pg.Pool): Promise<void> {
  */
 export async function buildApp(config: AppConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.logLevel },
+    logger: { level: config.logLevel, serializers: { req: logRequest } },
     // Reject unknown fields with a 400 instead of silently dropping them (Fastify's default).
     ajv: { customOptions: { removeAdditional: false } },
     ...serverOptions,
