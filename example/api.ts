@@ -136,7 +136,7 @@ function validationMessage(error: FastifyError, request: FastifyRequest): string
   return `${where} ${first.message ?? 'is invalid'}`;
 }
 
-/** The REST routes under `/api/`; register with a prefix-less `app.register(api, options)`. */
+/** The REST routes under `/api/`, encapsulated with their own auth hook and error handler. */
 export async function api(app: FastifyInstance, { pool, issueToken }: ApiOptions): Promise<void> {
   app.decorateRequest('caller', null);
   const callerOf = (request: FastifyRequest) => request.getDecorator<Caller>('caller');

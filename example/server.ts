@@ -33,11 +33,12 @@ interface Database {
 
 let signalled: (signal: NodeJS.Signals) => void = () => {};
 const shutdownRequested = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
-
+let stopping = false;
 let shutdownTimer: NodeJS.Timeout | undefined;
 
 /** The first signal starts the shutdown; later ones (a terminal sends Ctrl-C to npm, tsx and us) wait for it. */
 function onSignal(signal: NodeJS.Signals): void {
+  stopping = true;
   signalled(signal);
   shutdownTimer ??= setTimeout(() => {
     console.error(`shutdown took longer than ${SHUTDOWN_TIMEOUT_MS} ms; exiting`);
@@ -119,16 +120,15 @@ async function main(): Promise<void> {
   const database = await openDatabase(config);
   try {
     let app: FastifyInstance | undefined;
-    let stopping = false;
-    void shutdownRequested.then(() => (stopping = true));
     try {
-      app = await buildApp({ ...config, databaseUrl: database.url }, SERVER_TIMEOUTS);
-      if (!stopping) {
+      // A signal during startup (the first run initialises the cluster) skips what is left of it.
+      if (!stopping) app = await buildApp({ ...config, databaseUrl: database.url }, SERVER_TIMEOUTS);
+      if (app && !stopping) {
         await app.listen({ host: config.host, port: config.port });
         announce(app, database, config);
       }
       const signal = await shutdownRequested;
-      app.log.info({ signal }, 'shutting down: flushing events, closing sockets with 1001');
+      app?.log.info({ signal }, 'shutting down: flushing events, closing sockets with 1001');
     } finally {
       await app?.close();
     }
