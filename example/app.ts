@@ -2,7 +2,7 @@
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
-import taskEvents, { migrate, type RateLimitOptions } from '../lib/index.js';
+import taskEvents, { migrate } from '../lib/index.js';
 import { api } from './api.js';
 import type { Config } from './config.js';
 
@@ -68,7 +68,7 @@ export async function buildApp(config: AppConfig, serverOptions: FastifyServerOp
       pool,
       ...settings,
       // The plugin fills a field left out with its default (60 attempts a minute).
-      ...(rateLimit !== undefined && { rateLimit: rateLimit as RateLimitOptions | false }),
+      ...(rateLimit !== undefined && { rateLimit }),
     });
     await app.register(api, { pool, issueToken: (identity) => app.taskEvents.issueToken(identity) });
     await app.ready();

