@@ -42,6 +42,13 @@ export class EventBuffer {
     return byTimestamp(chunk);
   }
 
+  /** A copy holding the same waiting events, in the same order. */
+  clone(): EventBuffer {
+    const copy = new EventBuffer();
+    copy.#events = this.#events.slice(this.#head);
+    return copy;
+  }
+
   clear(): void {
     this.#events = [];
     this.#head = 0;

@@ -21,22 +21,28 @@ export interface Ticket {
   readonly at: number;
 }
 
-interface Joiner {
+/** A socket with messages of its own until the group's next timed message. */
+interface Solo {
   afterEventId: number;
   buffer: EventBuffer;
 }
 
-/** Sockets of one environment and filter: they receive the same messages, serialized once. */
+/**
+ * Sockets of one environment and filter. Members in step receive the same messages, serialized
+ * once. A socket gets only events after its own outbox position, so a socket for which an event
+ * is not meant (it joined later than the event's position, or the event is one it missed during
+ * its handshake) leaves the step and gets its own messages until the next timed message, after
+ * which every socket is in step again.
+ */
 interface Group {
   readonly key: string;
   readonly environmentId: number;
   readonly objectClassIds: ReadonlySet<number> | null;
-  readonly members: Set<WebSocket>;
-  /**
-   * Sockets that joined since the group's last timed message. They started at their own outbox
-   * position, so until then they get their own messages; after it they are members.
-   */
-  readonly joiners: Map<WebSocket, Joiner>;
+  /** In step: socket → its position (afterEventId). */
+  readonly members: Map<WebSocket, number>;
+  /** The largest position of a member: events above it are for every member. */
+  membersAfter: number;
+  readonly solos: Map<WebSocket, Solo>;
   readonly buffer: EventBuffer;
   timer: NodeJS.Timeout | null;
   lastSentAt: number;
@@ -97,7 +103,7 @@ export class Hub extends EventEmitter {
     const { environmentId, objectClassIds, afterEventId, ticket } = subscription;
     const group = this.#group(environmentId, objectClassIds);
     // Events published since the handshake started may be after this socket's position.
-    const missed: TaskEvent[] = [];
+    const missed = new EventBuffer();
     for (const batch of this.#history) {
       if (batch.seq <= ticket.seq) continue;
       for (const event of batch.events) {
@@ -106,15 +112,13 @@ export class Hub extends EventEmitter {
     }
     this.release(ticket);
     this.#groupOf.set(socket, group);
-    if (group.members.size === 0 && group.joiners.size === 0 && group.buffer.size === 0) {
-      group.members.add(socket);
-      for (const event of missed) group.buffer.push(event);
+    if (missed.size === 0 && group.buffer.size === 0) {
+      group.members.set(socket, afterEventId);
+      group.membersAfter = Math.max(group.membersAfter, afterEventId);
     } else {
-      const buffer = new EventBuffer();
-      for (const event of missed) buffer.push(event);
-      group.joiners.set(socket, { afterEventId, buffer });
+      group.solos.set(socket, { afterEventId, buffer: missed });
+      this.#afterPush(group);
     }
-    if (missed.length) this.#afterPush(group);
   }
 
   /** Removes a socket (closed, or closing); what was buffered for it alone is dropped. */
@@ -123,8 +127,8 @@ export class Hub extends EventEmitter {
     if (!group) return;
     this.#groupOf.delete(socket);
     group.members.delete(socket);
-    group.joiners.delete(socket);
-    if (group.members.size === 0 && group.joiners.size === 0) {
+    group.solos.delete(socket);
+    if (group.members.size === 0 && group.solos.size === 0) {
       if (group.timer) clearTimeout(group.timer);
       this.#groups.delete(group.key);
       const groups = this.#byEnvironment.get(group.environmentId);
@@ -144,9 +148,10 @@ export class Hub extends EventEmitter {
       if (!groups) continue;
       for (const group of groups) {
         if (!accepts(group, event)) continue;
-        group.buffer.push(event);
-        for (const joiner of group.joiners.values()) {
-          if (event.id > joiner.afterEventId) joiner.buffer.push(event);
+        if (event.id <= group.membersAfter) this.#split(group, event.id);
+        if (group.members.size) group.buffer.push(event);
+        for (const solo of group.solos.values()) {
+          if (event.id > solo.afterEventId) solo.buffer.push(event);
         }
         touched.add(group);
       }
@@ -173,7 +178,7 @@ export class Hub extends EventEmitter {
     if (!group) {
       group = {
         key, environmentId, objectClassIds,
-        members: new Set(), joiners: new Map(), buffer: new EventBuffer(),
+        members: new Map(), membersAfter: 0, solos: new Map(), buffer: new EventBuffer(),
         timer: null, lastSentAt: Date.now(),
       };
       this.#groups.set(key, group);
@@ -189,12 +194,12 @@ export class Hub extends EventEmitter {
     const { messageLimit, messageTime } = this.#options;
     let sent = false;
     while (group.buffer.size >= messageLimit) {
-      this.#send(group, group.members, group.buffer.take(messageLimit));
+      this.#send(group, group.members.keys(), group.buffer.take(messageLimit));
       sent = true;
     }
-    for (const [socket, joiner] of group.joiners) {
-      while (joiner.buffer.size >= messageLimit) {
-        this.#send(group, [socket], joiner.buffer.take(messageLimit));
+    for (const [socket, solo] of group.solos) {
+      while (solo.buffer.size >= messageLimit) {
+        this.#send(group, [socket], solo.buffer.take(messageLimit));
         sent = true;
       }
     }
@@ -209,25 +214,44 @@ export class Hub extends EventEmitter {
     }
   }
 
-  /** `messageTime` passed: send all that waits, and joiners become members. */
+  /** `messageTime` passed: send all that waits; every socket is in step again. */
   #flush(group: Group): void {
     const { messageLimit } = this.#options;
     if (group.timer) clearTimeout(group.timer);
     group.timer = null;
     let sent = false;
     while (group.buffer.size > 0) {
-      this.#send(group, group.members, group.buffer.take(messageLimit));
+      this.#send(group, group.members.keys(), group.buffer.take(messageLimit));
       sent = true;
     }
-    for (const [socket, joiner] of group.joiners) {
-      while (joiner.buffer.size > 0) {
-        this.#send(group, [socket], joiner.buffer.take(messageLimit));
+    for (const [socket, solo] of group.solos) {
+      while (solo.buffer.size > 0) {
+        this.#send(group, [socket], solo.buffer.take(messageLimit));
         sent = true;
       }
-      group.members.add(socket);
+      group.members.set(socket, solo.afterEventId);
+      group.membersAfter = Math.max(group.membersAfter, solo.afterEventId);
     }
-    group.joiners.clear();
+    group.solos.clear();
     if (sent) group.lastSentAt = Date.now();
+  }
+
+  /**
+   * An event at or below some members' positions (read late: a lost wake-up, a reconnect's
+   * backlog): those members leave the step, with what the group had buffered for them.
+   */
+  #split(group: Group, eventId: number): void {
+    let membersAfter = 0;
+    for (const [socket, afterEventId] of group.members) {
+      if (afterEventId >= eventId) {
+        group.members.delete(socket);
+        group.solos.set(socket, { afterEventId, buffer: group.buffer.clone() });
+      } else {
+        membersAfter = Math.max(membersAfter, afterEventId);
+      }
+    }
+    group.membersAfter = membersAfter;
+    if (group.members.size === 0) group.buffer.clear();
   }
 
   #send(group: Group, sockets: Iterable<WebSocket>, chunk: TaskEvent[]): void {
@@ -259,6 +283,6 @@ function accepts(group: Group, event: TaskEvent): boolean {
 
 function hasWaiting(group: Group): boolean {
   if (group.buffer.size > 0) return true;
-  for (const joiner of group.joiners.values()) if (joiner.buffer.size > 0) return true;
+  for (const solo of group.solos.values()) if (solo.buffer.size > 0) return true;
   return false;
 }

@@ -63,6 +63,35 @@ function toEvent(row: OutboxRow): TaskEvent {
 
 type Subscriber = ReturnType<typeof pgListen.default>;
 
+/** A pool client that has an error listener for as long as it is checked out. */
+interface CheckedOut extends pg.PoolClient {
+  giveBack(error?: Error): void;
+}
+
+/**
+ * Checks a client out of the pool with an 'error' listener attached at once. pg-pool removes its
+ * own while a client is out, and a backend terminated between two queries would otherwise emit
+ * an unhandled 'error' and end the process.
+ */
+function checkout(pool: pg.Pool): Promise<CheckedOut> {
+  return new Promise((resolve, reject) => {
+    pool.connect((error, client) => {
+      if (error || !client) return reject(error ?? new Error('no client'));
+      let failure: Error | undefined;
+      const onError = (clientError: Error): void => {
+        failure = clientError;
+      };
+      client.on('error', onError);
+      resolve(Object.assign(client, {
+        giveBack(releaseError?: Error): void {
+          client.off('error', onError);
+          client.release(releaseError ?? failure);
+        },
+      }));
+    });
+  });
+}
+
 /**
  * Reads new outbox rows and hands them on, in order, once each. A NOTIFY on {@link CHANNEL}
  * wakes it; so does every (re)connect of the LISTEN connection and a timer, so an event is late
@@ -82,6 +111,8 @@ export class Listener extends EventEmitter {
   #readFailures = 0;
   #closing = false;
   #subscriber: Subscriber | null = null;
+  /** A connect of the LISTEN connection under way; close() waits for it. */
+  #subscribing: Promise<void> | null = null;
   #pollTimer: NodeJS.Timeout | null = null;
   #readRetryTimer: NodeJS.Timeout | null = null;
   #subscribeTimer: NodeJS.Timeout | null = null;
@@ -99,7 +130,7 @@ export class Listener extends EventEmitter {
     const { rows } = await this.#options.pool.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
     this.#snapshot = (rows[0] as { snapshot: string }).snapshot;
     this.#pollTimer = setInterval(() => this.wake(), this.#options.pollInterval).unref();
-    void this.#subscribe(0);
+    this.#startSubscribe(0);
   }
 
   /**
@@ -132,6 +163,7 @@ export class Listener extends EventEmitter {
     if (this.#readRetryTimer) clearTimeout(this.#readRetryTimer);
     if (this.#subscribeTimer) clearTimeout(this.#subscribeTimer);
     await this.#reading;
+    await this.#subscribing;
     const subscriber = this.#subscriber;
     this.#subscriber = null;
     await subscriber?.close().catch(() => {});
@@ -155,7 +187,7 @@ export class Listener extends EventEmitter {
 
   async #read(): Promise<number> {
     const { pool, readBatchSize, onEvents } = this.#options;
-    const client = await pool.connect();
+    const client = await checkout(pool);
     let count = 0;
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -180,59 +212,61 @@ export class Listener extends EventEmitter {
       await client.query('COMMIT');
       this.#snapshot = snapshot;
       this.#handedOn.clear();
-      client.release();
+      client.giveBack();
       return count;
     } catch (error) {
-      client.release(error as Error);
+      client.giveBack(error as Error);
       throw error;
     }
   }
 
-  /** Connects the LISTEN connection; a failed attempt is retried with a fresh subscriber. */
+  #startSubscribe(attempt: number): void {
+    this.#subscribing = this.#subscribe(attempt).finally(() => {
+      this.#subscribing = null;
+    });
+  }
+
+  /**
+   * Connects the LISTEN connection. pg-listen is told not to reconnect by itself (its reconnect
+   * loop cannot be cancelled while an attempt is under way); a lost or failed connection is
+   * replaced by a fresh subscriber here, after a capped, jittered delay, until close().
+   */
   async #subscribe(attempt: number): Promise<void> {
     if (this.#closing) return;
     let abandoned = false;
+    let connected = false;
     const subscriber = pgListen.default(this.#options.connection, {
-      // pg-listen gives up after 3 s by default; 0 means never. Throwing here is how a retry
-      // loop inside pg-listen is cancelled (by close, or when this subscriber is replaced).
-      retryTimeout: 0,
-      retryInterval: (retry: number) => {
-        if (this.#closing || abandoned) throw new Error('listener closed');
-        return retryDelay(retry);
-      },
+      retryLimit: 1,
       paranoidChecking: 10_000,
       parse: (payload: string) => payload,
     });
-    const abandon = (): void => {
+    const replace = (error: unknown): void => {
+      if (abandoned) return;
       abandoned = true;
+      if (this.#subscriber === subscriber) this.#subscriber = null;
       void subscriber.close().catch(() => {});
+      if (this.#closing) return;
+      this.emit('warning', new Error('task events: LISTEN connection lost; reconnecting', { cause: error }));
+      // After a connection that worked, the first retry comes quickly again.
+      this.#retrySubscribe(connected ? 1 : attempt + 1);
     };
-    subscriber.events.on('error', (error: Error) => {
-      if (abandoned || this.#closing) return;
-      this.emit('warning', new Error('task events: LISTEN connection failed; reconnecting', { cause: error }));
-      abandon();
-      this.#retrySubscribe(attempt + 1);
-    });
-    subscriber.events.on('reconnect', (retry: number) => this.emit('reconnecting', retry));
+    // With retryLimit 1, pg-listen turns a lost connection straight into 'error'.
+    subscriber.events.on('error', replace);
     subscriber.notifications.on(CHANNEL, () => this.wake());
     try {
       await subscriber.connect();
       await subscriber.listenTo(CHANNEL);
     } catch (error) {
-      if (!abandoned) {
-        this.emit('warning', new Error('task events: LISTEN connection failed; reconnecting', { cause: error }));
-        abandon();
-        this.#retrySubscribe(attempt + 1);
-      }
+      return replace(error);
+    }
+    if (abandoned) return;
+    if (this.#closing) {
+      abandoned = true;
+      await subscriber.close().catch(() => {});
       return;
     }
-    if (this.#closing) return abandon();
     this.#subscriber = subscriber;
-    // pg-listen emits `connected` again after it re-LISTENs on a new connection.
-    subscriber.events.on('connected', () => {
-      if (this.#closing || abandoned) return abandon();
-      this.#connected();
-    });
+    connected = true;
     this.#connected();
   }
 
@@ -244,6 +278,7 @@ export class Listener extends EventEmitter {
 
   #retrySubscribe(attempt: number): void {
     if (this.#closing) return;
-    this.#subscribeTimer = setTimeout(() => void this.#subscribe(attempt), retryDelay(attempt));
+    this.emit('reconnecting', attempt);
+    this.#subscribeTimer = setTimeout(() => this.#startSubscribe(attempt), retryDelay(attempt));
   }
 }

@@ -18,6 +18,10 @@ export const migrationsDirectory = MIGRATIONS_DIR;
  */
 export async function migrate(pool: pg.Pool): Promise<void> {
   const client = await pool.connect();
+  // A checked-out client has no error listener of the pool's: a backend terminated while we hold
+  // it must fail this call, not end the process.
+  let failure: Error | undefined;
+  client.on('error', (error) => (failure = error));
   try {
     await client.query(`SELECT pg_advisory_lock(hashtext('task_events.migrate'))`);
     try {
@@ -33,6 +37,6 @@ export async function migrate(pool: pg.Pool): Promise<void> {
       await client.query(`SELECT pg_advisory_unlock(hashtext('task_events.migrate'))`);
     }
   } finally {
-    client.release();
+    client.release(failure);
   }
 }
