@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
-import { startServer, TestClient, type ReceivedEvent } from './helpers/server.js';
+import { nextEvent, startServer, TestClient, type ReceivedEvent } from './helpers/server.js';
 
 const insertTasks = (count: number, environmentId = 1, objectClassId = 1): string =>
   `INSERT INTO tasks (environment_id, object_class_id, name)
@@ -102,4 +102,27 @@ t.test('a client that connects mid-stream gets every event from its start on, on
   t.ok(start >= committedBeforeLate, 'nothing committed before the handshake started');
   t.ok(start <= openedAfter, 'nothing committed after the socket opened is missing');
   t.same(received, committed.slice(start), 'a contiguous suffix: no gap, no duplicate');
+});
+
+t.test('an event read late goes to the clients that were connected before it, not to a newer one', async (t) => {
+  const db = await createTestDatabase(t);
+  const server = await startServer(t, db, { messageTime: 100, pollInterval: 1000 });
+  const older = await TestClient.connect(t, await server.endpoint());
+  await nextEvent(server.app.taskEvents.events, 'caught-up'); // the next poll is about a second away
+  // Written straight into the outbox: no NOTIFY, so only the poll will read it, after `newer` opened.
+  await db.pool.query(`INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event) VALUES (1, 900001, 1, 'task_created')`);
+  const newer = await TestClient.connect(t, await server.endpoint());
+  t.equal(server.app.taskEvents.stats().eventsReceived, 0, 'not read yet when the newer client opened');
+  await older.waitForEvents(1);
+  const { rows } = await db.pool.query(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'both') RETURNING id`);
+  const both = Number(rows[0].id);
+  await older.waitFor(() => older.events.some((e) => e.task_id === both), 'the later task');
+  await newer.waitFor(() => newer.events.some((e) => e.task_id === both), 'the later task');
+  t.same(older.events.map((e) => e.task_id), [900001, both]);
+  t.same(newer.events.map((e) => e.task_id), [both]);
+  // And once the newer client is back in step, the two share messages again.
+  await db.pool.query(insertTasks(3));
+  await older.waitForEvents(5);
+  await newer.waitForEvents(4);
+  t.same(newer.messages.at(-1), older.messages.at(-1));
 });
