@@ -52,7 +52,15 @@ interface Group {
 export interface HubOptions {
   messageTime: number;
   messageLimit: number;
+  /** A socket with more unsent bytes than this after a send is closed with 1013. */
+  maxBufferedBytes: number;
 }
+
+/** Close code for a client that does not keep up: "Try Again Later". */
+const TRY_AGAIN_LATER = 1013;
+
+/** A slow client gets this long to take its close frame before its socket is destroyed. */
+const SLOW_CLOSE_GRACE = 5000;
 
 /** A handshake that never joins (the client vanished mid-upgrade) stops pinning history after this. */
 const TICKET_MAX_AGE = 60_000;
@@ -61,7 +69,8 @@ const TICKET_MAX_AGE = 60_000;
  * Groups of sockets per environment and filter, the flush timers, and one serialization per
  * message per group. Fed by {@link Hub.publish}; knows nothing of PostgreSQL.
  *
- * Emits `flushed` (group key, events sent) after each message.
+ * Emits `flushed` ({ group, events, sockets }) after each message, and `slow-consumer`
+ * ({ environmentId, bufferedAmount }) when it closes a client that does not keep up.
  */
 export class Hub extends EventEmitter {
   readonly #options: HubOptions;
@@ -74,6 +83,7 @@ export class Hub extends EventEmitter {
   #ticketIds = 0;
   #eventsReceived = 0;
   #messagesSent = 0;
+  #slowConsumersClosed = 0;
 
   constructor(options: HubOptions) {
     super();
@@ -81,8 +91,13 @@ export class Hub extends EventEmitter {
   }
 
   /** Counters for `app.taskEvents.stats()`. */
-  stats(): { connections: number; eventsReceived: number; messagesSent: number } {
-    return { connections: this.#groupOf.size, eventsReceived: this.#eventsReceived, messagesSent: this.#messagesSent };
+  stats(): { connections: number; eventsReceived: number; messagesSent: number; slowConsumersClosed: number } {
+    return {
+      connections: this.#groupOf.size,
+      eventsReceived: this.#eventsReceived,
+      messagesSent: this.#messagesSent,
+      slowConsumersClosed: this.#slowConsumersClosed,
+    };
   }
 
   /** Call at the start of a handshake, before its outbox position is read. */
@@ -261,9 +276,23 @@ export class Hub extends EventEmitter {
       if (socket.readyState !== socket.OPEN) continue;
       socket.send(frame, { binary: false });
       count++;
+      if (socket.bufferedAmount > this.#options.maxBufferedBytes) this.#closeSlow(socket, group);
     }
     this.#messagesSent += count;
     this.emit('flushed', { group: group.key, events: chunk.length, sockets: count });
+  }
+
+  /**
+   * A client that does not read holds our memory: it leaves its group at once (so it delays no
+   * one and gets nothing more) and is closed; ws destroys the socket if the close is not answered.
+   */
+  #closeSlow(socket: WebSocket, group: Group): void {
+    const bufferedAmount = socket.bufferedAmount;
+    this.leave(socket);
+    this.#slowConsumersClosed++;
+    socket.close(TRY_AGAIN_LATER, `Client too slow: over ${this.#options.maxBufferedBytes} bytes unsent`);
+    setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE).unref();
+    this.emit('slow-consumer', { environmentId: group.environmentId, bufferedAmount });
   }
 
   #trimHistory(): void {

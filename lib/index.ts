@@ -3,11 +3,13 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { migrate } from './migrate.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
+import { Retention } from './retention.js';
 import { registerRoute } from './route.js';
 import { TokenStore } from './tokens.js';
 
@@ -24,6 +26,8 @@ export interface TaskEventsStats {
   eventsReceived: number;
   /** Messages (frames) sent to clients since start. */
   messagesSent: number;
+  /** Clients closed with 1013 for not keeping up (see `maxBufferedBytes`). */
+  slowConsumersClosed: number;
 }
 
 /** `app.taskEvents`: what the plugin offers the host app. */
@@ -32,11 +36,17 @@ export interface TaskEventsDecorator {
   issueToken(identity: Identity): Promise<string>;
   /** Applies our migrations to the plugin's database (idempotent). */
   migrate(): Promise<void>;
+  /**
+   * One pruning round now (old outbox rows, expired tokens); `null` when another instance is
+   * pruning. Rounds also run every `pruneInterval`.
+   */
+  prune(): Promise<{ outbox: number; tokens: number } | null>;
   stats(): TaskEventsStats;
   /**
    * Lifecycle events, for tests and monitoring: `connected` and `reconnecting` (the LISTEN
    * connection), `caught-up` ({ events }) after each outbox read, `flushed` ({ group, events,
-   * sockets }) after each message, `warning` (an error that is being retried).
+   * sockets }) after each message, `slow-consumer` ({ environmentId, bufferedAmount }) and
+   * `heartbeat-timeout` when a client is dropped, `warning` (an error that is being retried).
    */
   events: EventEmitter;
 }
@@ -67,7 +77,11 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   if (options.migrate) await migrate(pool);
 
   const tokens = new TokenStore(pool, options.tokenTtl);
-  const hub = new Hub({ messageTime: options.messageTime, messageLimit: options.messageLimit });
+  const hub = new Hub({ messageTime: options.messageTime, messageLimit: options.messageLimit, maxBufferedBytes: options.maxBufferedBytes });
+  const heartbeat = new Heartbeat(options.heartbeatInterval, (socket) => {
+    hub.leave(socket);
+    events.emit('heartbeat-timeout');
+  });
   const listener = new Listener({
     pool,
     connection,
@@ -80,7 +94,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   for (const name of ['connected', 'reconnecting', 'caught-up', 'warning']) {
     listener.on(name, (detail) => events.emit(name, detail));
   }
-  hub.on('flushed', (detail) => events.emit('flushed', detail));
+  for (const name of ['flushed', 'slow-consumer']) hub.on(name, (detail) => events.emit(name, detail));
   events.on('warning', (error: Error) => app.log.warn({ err: error }, error.message));
 
   /** Sends what is buffered, then closes our sockets with 1001. */
@@ -110,15 +124,21 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     authenticate: options.authenticate ?? ((token) => tokens.consume(token)),
     position: () => listener.position(),
     limiter,
+    heartbeat,
   });
 
-  const pruner = setInterval(() => {
-    tokens.prune().catch((error) => events.emit('warning', new Error('task events: pruning tokens failed', { cause: error })));
-  }, Math.max(options.tokenTtl, 60_000)).unref();
+  const retention = new Retention({
+    pool,
+    tokens,
+    outboxRetention: options.outboxRetention,
+    pruneInterval: options.pruneInterval,
+    onWarning: (error) => events.emit('warning', error),
+  });
 
   app.decorate<TaskEventsDecorator>('taskEvents', {
     issueToken: (identity) => tokens.issue(identity),
     migrate: () => migrate(pool),
+    prune: () => retention.prune(),
     stats: () => hub.stats(),
     events,
   });
@@ -127,8 +147,9 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     await listener.start();
   });
   app.addHook('onClose', async () => {
-    clearInterval(pruner);
+    heartbeat.close();
     limiter?.close();
+    await retention.close();
     await listener.close();
     if (!options.pool) await pool.end();
   });

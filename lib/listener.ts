@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen from 'pg-listen';
 import type { TaskEvent } from './buffer.js';
+import { checkout } from './pool.js';
 
 /** The channel the capture triggers notify; the payload is empty, the outbox holds the events. */
 export const CHANNEL = 'task_events';
@@ -62,35 +63,6 @@ function toEvent(row: OutboxRow): TaskEvent {
 }
 
 type Subscriber = ReturnType<typeof pgListen.default>;
-
-/** A pool client that has an error listener for as long as it is checked out. */
-interface CheckedOut extends pg.PoolClient {
-  giveBack(error?: Error): void;
-}
-
-/**
- * Checks a client out of the pool with an 'error' listener attached at once. pg-pool removes its
- * own while a client is out, and a backend terminated between two queries would otherwise emit
- * an unhandled 'error' and end the process.
- */
-function checkout(pool: pg.Pool): Promise<CheckedOut> {
-  return new Promise((resolve, reject) => {
-    pool.connect((error, client) => {
-      if (error || !client) return reject(error ?? new Error('no client'));
-      let failure: Error | undefined;
-      const onError = (clientError: Error): void => {
-        failure = clientError;
-      };
-      client.on('error', onError);
-      resolve(Object.assign(client, {
-        giveBack(releaseError?: Error): void {
-          client.off('error', onError);
-          client.release(releaseError ?? failure);
-        },
-      }));
-    });
-  });
-}
 
 /**
  * Reads new outbox rows and hands them on, in order, once each. A NOTIFY on {@link CHANNEL}

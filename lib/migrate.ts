@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import Postgrator from 'postgrator';
+import { checkout } from './pool.js';
 
 // lib/ when run from source, dist/lib/ when built: the migrations sit at the package root.
 const MIGRATIONS_DIR = [new URL('../migrations/', import.meta.url), new URL('../../migrations/', import.meta.url)]
@@ -17,11 +18,7 @@ export const migrationsDirectory = MIGRATIONS_DIR;
  * then find nothing left to do.
  */
 export async function migrate(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  // A checked-out client has no error listener of the pool's: a backend terminated while we hold
-  // it must fail this call, not end the process.
-  let failure: Error | undefined;
-  client.on('error', (error) => (failure = error));
+  const client = await checkout(pool);
   try {
     await client.query(`SELECT pg_advisory_lock(hashtext('task_events.migrate'))`);
     try {
@@ -37,6 +34,6 @@ export async function migrate(pool: pg.Pool): Promise<void> {
       await client.query(`SELECT pg_advisory_unlock(hashtext('task_events.migrate'))`);
     }
   } finally {
-    client.release(failure);
+    client.giveBack();
   }
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { errorFrame, type ErrorCode } from './errors.js';
+import type { Heartbeat } from './heartbeat.js';
 import type { Hub, Ticket } from './hub.js';
 import type { Authenticate, Identity } from './options.js';
 import type { SlidingWindowLimiter } from './rate-limit.js';
@@ -15,6 +16,7 @@ export interface RouteOptions {
   /** The outbox position now (see Listener.position). */
   position: () => Promise<number>;
   limiter: SlidingWindowLimiter | null;
+  heartbeat: Heartbeat;
 }
 
 /** The outcome of a handshake, decided before the upgrade. */
@@ -23,6 +25,15 @@ type Verdict =
   | { error: null; identity: Identity; objectClassIds: ReadonlySet<number> | null; afterEventId: number; ticket: Ticket };
 
 const CLASS_IDS = /^\s*\d{1,15}\s*(,\s*\d{1,15}\s*)*$/;
+
+/** RFC 6455: the key is 16 random bytes in base64. */
+const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/** An upgrade that ws will refuse with 400 (bad key or version): it must not spend a token. */
+function isValidUpgrade(request: FastifyRequest): boolean {
+  const key = request.headers['sec-websocket-key'];
+  return typeof key === 'string' && WEBSOCKET_KEY.test(key) && request.headers['sec-websocket-version'] === '13';
+}
 
 /** `undefined` for a malformed list; `null` for no filter. */
 export function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
@@ -48,11 +59,12 @@ function withoutTrailingSlash(path: string): string {
  * frames after the upgrade; the socket handed to the hub.
  */
 export function registerRoute(app: FastifyInstance, options: RouteOptions): void {
-  const { hub, authenticate, position, limiter } = options;
+  const { hub, authenticate, position, limiter, heartbeat } = options;
   const verdicts = new WeakMap<FastifyRequest, Verdict>();
 
   async function handshake(request: FastifyRequest): Promise<void> {
-    if (!request.ws) return; // a plain HTTP request: the 426 handler answers it, no token is spent
+    // A plain HTTP request (the 426 handler answers it) or an upgrade ws will refuse: no token is spent.
+    if (!request.ws || !isValidUpgrade(request)) return;
     if (limiter && !limiter.allow(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
     const query = request.query as Record<string, unknown>;
     const objectClassIds = parseObjectClassIds(query.object_class_ids);
@@ -86,6 +98,7 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
       afterEventId: verdict.afterEventId,
       ticket: verdict.ticket,
     });
+    heartbeat.track(socket);
     socket.on('close', () => hub.leave(socket));
     socket.on('message', () => {
       hub.leave(socket);

@@ -30,6 +30,10 @@ t.test('a bad option fails registration with a message naming it', async (t) => 
     ['rateLimit', { max: 0, timeWindow: 1000 }, /"rateLimit.max" must be a positive integer/],
     ['rateLimit', { max: 5, timeWindow: 'soon' }, /"rateLimit.timeWindow" must be a positive integer/],
     ['migrate', 'yes', /"migrate" must be true or false/],
+    ['heartbeatInterval', 0, /"heartbeatInterval" must be a positive integer/],
+    ['maxBufferedBytes', -5, /"maxBufferedBytes" must be a positive integer/],
+    ['outboxRetention', 'a day', /"outboxRetention" must be a positive integer/],
+    ['pruneInterval', 0.5, /"pruneInterval" must be a positive integer/],
     ['messagetime', 100, /unknown option "messagetime"/],
   ];
   for (const [name, value, message] of cases) {
