@@ -22,6 +22,9 @@ export interface TaskEventsSettings {
   messageTime?: number;
   messageLimit?: number;
   tokenTtl?: number;
+  heartbeatInterval?: number;
+  maxBufferedBytes?: number;
+  outboxRetention?: number;
   /** `false` when `TASK_EVENTS_RATE_LIMIT_MAX=0`; a field left out keeps the plugin's default. */
   rateLimit?: { max?: number; timeWindow?: number } | false;
 }
@@ -101,6 +104,9 @@ export function loadConfig(env: Env = process.env): Config {
     messageLimit: integer(env, 'TASK_EVENTS_MESSAGE_LIMIT', 1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
     tokenTtl: milliseconds(env, 'TASK_EVENTS_TOKEN_TTL_MS'),
     rateLimit: rateLimit(env),
+    heartbeatInterval: milliseconds(env, 'TASK_EVENTS_HEARTBEAT_MS'),
+    maxBufferedBytes: integer(env, 'TASK_EVENTS_MAX_BUFFERED_BYTES', 1, MAX_TIMER_MS, `a positive integer of bytes, at most ${MAX_TIMER_MS}`),
+    outboxRetention: milliseconds(env, 'TASK_EVENTS_OUTBOX_RETENTION_MS'),
   };
   const host = read(env, 'HOST') ?? DEFAULT_HOST;
   if (/\s/.test(host)) throw new ConfigError(`HOST must be a host name or IP address, got '${host}'`);

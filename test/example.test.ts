@@ -30,10 +30,14 @@ t.test('config', async (t) => {
       DATABASE_URL: 'postgres://app:secret@db:5432/app', HOST: '0.0.0.0', PORT: '8080', LOG_LEVEL: 'warn', EMBEDDED_PG_PORT: '',
       TASK_EVENTS_MESSAGE_TIME_MS: '250', TASK_EVENTS_MESSAGE_LIMIT: '10', TASK_EVENTS_TOKEN_TTL_MS: '30000',
       TASK_EVENTS_RATE_LIMIT_MAX: '5', TASK_EVENTS_RATE_LIMIT_WINDOW_MS: '1000',
+      TASK_EVENTS_HEARTBEAT_MS: '15000', TASK_EVENTS_MAX_BUFFERED_BYTES: '1048576', TASK_EVENTS_OUTBOX_RETENTION_MS: '3600000',
     });
     t.same(config, {
       databaseUrl: 'postgres://app:secret@db:5432/app', embeddedPostgresPort: 5433, host: '0.0.0.0', port: 8080, logLevel: 'warn',
-      taskEvents: { messageTime: 250, messageLimit: 10, tokenTtl: 30000, rateLimit: { max: 5, timeWindow: 1000 } },
+      taskEvents: {
+        messageTime: 250, messageLimit: 10, tokenTtl: 30000, rateLimit: { max: 5, timeWindow: 1000 },
+        heartbeatInterval: 15000, maxBufferedBytes: 1048576, outboxRetention: 3600000,
+      },
     });
   });
 
@@ -49,6 +53,9 @@ t.test('config', async (t) => {
       [{ TASK_EVENTS_MESSAGE_TIME_MS: '1.5' }, /^TASK_EVENTS_MESSAGE_TIME_MS must be a positive integer of milliseconds/],
       [{ TASK_EVENTS_MESSAGE_TIME_MS: '3000000000' }, /^TASK_EVENTS_MESSAGE_TIME_MS must be .* at most 2147483647, got '3000000000'$/],
       [{ TASK_EVENTS_TOKEN_TTL_MS: '-1' }, /^TASK_EVENTS_TOKEN_TTL_MS must be a positive integer/],
+      [{ TASK_EVENTS_HEARTBEAT_MS: '0' }, /^TASK_EVENTS_HEARTBEAT_MS must be a positive integer/],
+      [{ TASK_EVENTS_MAX_BUFFERED_BYTES: '4MB' }, /^TASK_EVENTS_MAX_BUFFERED_BYTES must be a positive integer of bytes/],
+      [{ TASK_EVENTS_OUTBOX_RETENTION_MS: '1d' }, /^TASK_EVENTS_OUTBOX_RETENTION_MS must be a positive integer/],
       [{ TASK_EVENTS_RATE_LIMIT_MAX: 'ten' }, /^TASK_EVENTS_RATE_LIMIT_MAX must be a non-negative integer \(0 turns the limit off\), got 'ten'$/],
       [{ TASK_EVENTS_RATE_LIMIT_WINDOW_MS: '1e3' }, /^TASK_EVENTS_RATE_LIMIT_WINDOW_MS must be a positive integer/],
       [{ PORT: '70000' }, /^PORT must be a port number from 0 to 65535, got '70000'$/],
