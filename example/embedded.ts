@@ -10,6 +10,11 @@ import { join, resolve } from 'node:path';
 export interface EmbeddedDatabase {
   url: string;
   stop: () => Promise<void>;
+  /**
+   * Shuts the server down (fast: sessions are terminated) and starts it again on the same port and
+   * data directory, keeping the data even of a throwaway cluster; `whileDown` runs in between.
+   */
+  restart: (whileDown?: () => Promise<void>) => Promise<void>;
 }
 
 /** Options of {@link startEmbeddedPostgres}. */
@@ -49,6 +54,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   return {
     url: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`,
     stop: () => stopCluster(postgres),
+    restart: (whileDown) => restartCluster(postgres, whileDown),
   };
 }
 
@@ -66,6 +72,26 @@ async function stopCluster(postgres: EmbeddedPostgres): Promise<void> {
   const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_TIMEOUT)));
   await Promise.race([postgres.stop(), deadline]);
   clearTimeout(timer);
+}
+
+/**
+ * Stops the server process itself (SIGINT, PostgreSQL's fast shutdown), not through the package's
+ * stop(), which deletes a throwaway cluster's data directory; then starts it again.
+ */
+async function restartCluster(postgres: EmbeddedPostgres, whileDown: () => Promise<void> = async () => {}): Promise<void> {
+  const child = (postgres as unknown as { process?: ChildProcess }).process;
+  if (child && child.exitCode === null && child.signalCode === null) {
+    let timer: NodeJS.Timeout | undefined;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const deadline = new Promise<void>((_, reject) => (timer = setTimeout(() => reject(new Error('embedded PostgreSQL did not stop')), STOP_TIMEOUT)));
+    child.kill('SIGINT');
+    await Promise.race([exited, deadline]).finally(() => clearTimeout(timer));
+  }
+  try {
+    await whileDown();
+  } finally {
+    await postgres.start();
+  }
 }
 
 function freePort(): Promise<number> {
