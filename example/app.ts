@@ -1,5 +1,6 @@
 // The example app: the reference schema, the task-events plugin and a small REST API on one pool.
-import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import taskEvents, { migrate } from '../lib/index.js';
@@ -47,9 +48,9 @@ async function prepareDatabase(pool: pg.Pool): Promise<void> {
 /**
  * Builds the example server, ready but not listening: migrations, reference schema and seed
  * applied (a restart keeps the data), the plugin at `/ws/events/tasks/`, the REST API under
- * `/api/`. `serverOptions` adds Fastify options (timeouts); closing the app ends its pool.
+ * `/api/`. `serverOptions` adds Fastify options (`SERVER_OPTIONS`: timeouts); closing the app ends its pool.
  */
-export async function buildApp(config: AppConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
+export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOptions<Server> = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: config.logLevel, serializers: { req: logRequest } },
     // Reject unknown fields with a 400 instead of silently dropping them (Fastify's default).

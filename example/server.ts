@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { fileURLToPath } from 'node:url';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { SERVER_OPTIONS } from './server-options.js';
 
 /** Where `npm start` keeps the embedded cluster (git-ignored). */
 const DATA_DIR = fileURLToPath(new URL('../.data/postgres/', import.meta.url));
@@ -12,18 +13,6 @@ const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 
 /** A shutdown that takes longer than this (a hung connection) exits 1 instead of hanging. */
 const SHUTDOWN_TIMEOUT_MS = 15_000;
-
-// WebSocket connections are upgraded out of the HTTP server's reach: these bound plain HTTP only.
-const SERVER_TIMEOUTS = {
-  /** Inactivity on a connection while a request is in progress. */
-  connectionTimeout: 30_000,
-  /** The whole request (headers and body) must arrive within this; headers within it too. */
-  requestTimeout: 30_000,
-  /** Longer than the usual 60 s idle timeout of proxies, so the proxy closes idle connections first. */
-  keepAliveTimeout: 65_000,
-  /** On close, idle keep-alive connections are dropped; requests in flight finish. */
-  forceCloseConnections: 'idle',
-} as const;
 
 interface Database {
   url: string;
@@ -98,7 +87,7 @@ async function main(): Promise<void> {
     let app: FastifyInstance | undefined;
     try {
       // A signal during startup (the first run initialises the cluster) skips what is left of it.
-      if (!stopping) app = await buildApp({ ...config, databaseUrl: database.url }, SERVER_TIMEOUTS);
+      if (!stopping) app = await buildApp({ ...config, databaseUrl: database.url }, SERVER_OPTIONS);
       if (app && !stopping) {
         await app.listen({ host: config.host, port: config.port });
         announce(app, database, config);
