@@ -17,45 +17,17 @@ import {
   withApplicationName,
 } from './helpers/backends.js';
 import { applyReferenceSchema, createTestDatabase, type TestDatabase } from './helpers/db.js';
-import {
-  assertDelivered,
-  checkDelivery,
-  outboxPosition,
-  settle,
-  startWorkload,
-  track,
-  type TrackedClient,
-  type Workload,
-} from './helpers/delivery.js';
+import { finishAndCheck, joinTracked, outboxPosition, startWorkload, type ClientSpec } from './helpers/delivery.js';
 import { nextEvent, startServer, TestClient, type TestServer } from './helpers/server.js';
 
 /** Who connects: both environments, with and without filters. */
-const CLIENTS = [
+const CLIENTS: readonly ClientSpec[] = [
   { name: 'acme', environmentId: 1, objectClassIds: null },
   { name: 'acme 1', environmentId: 1, objectClassIds: [1] },
   { name: 'acme 2,3', environmentId: 1, objectClassIds: [2, 3] },
   { name: 'globex', environmentId: 2, objectClassIds: null },
   { name: 'globex 4', environmentId: 2, objectClassIds: [4] },
-] as const;
-
-type ClientSpec = { name: string; environmentId: number; objectClassIds: readonly number[] | null };
-
-/**
- * Connects one client of `spec` to `server`, bracketed for the checker. `token`: minted beforehand,
- * when the app's pool may be failing (minting uses it too).
- */
-function join(t: Test, db: TestDatabase, server: TestServer, spec: ClientSpec, name = spec.name, token?: string): Promise<TrackedClient> {
-  const query = new URLSearchParams(spec.objectClassIds ? { object_class_ids: spec.objectClassIds.join(',') } : {});
-  return track(db.pool, {
-    name,
-    environmentId: spec.environmentId,
-    objectClassIds: spec.objectClassIds,
-    connect: async () => {
-      query.set('uuid', token ?? (await server.token(spec.environmentId)));
-      return TestClient.connect(t, server.wsUrl(`/ws/events/tasks/?${query}`));
-    },
-  });
-}
+];
 
 /** A handshake with a token minted beforehand: the HTTP status it got (101 when it opened). */
 async function handshakeStatus(t: Test, server: TestServer, token: string): Promise<number | string> {
@@ -70,15 +42,6 @@ function until(time: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, time - Date.now())));
 }
 
-/** Stops the writers, waits for every client's sentinel, and checks every client. */
-async function finish(t: Test, db: TestDatabase, workload: Workload, mark: number, clients: TrackedClient[]): Promise<void> {
-  await workload.stop();
-  const late = await settle(db.pool, clients);
-  const rows = await workload.rows(db.pool, mark);
-  assertDelivered(t, checkDelivery(rows, clients.map((client) => client.record())));
-  t.same(late, [], 'every client got its sentinel and is still connected');
-}
-
 t.test('every backend of the app terminated in 5 rounds while 3 writers go on: each client gets its events once, in order', async (t) => {
   const crash = watchForCrash(t);
   const db = await createTestDatabase(t);
@@ -87,7 +50,7 @@ t.test('every backend of the app terminated in 5 rounds while 3 writers go on: e
   const server = await startServer(t, db, { connectionString: withApplicationName(db.url, applicationName), pollInterval: 60_000 });
   await waitForListenBackend(db, applicationName);
   const mark = await outboxPosition(db.pool);
-  const clients = await Promise.all(CLIENTS.map((spec) => join(t, db, server, spec)));
+  const clients = await Promise.all(CLIENTS.map((spec) => joinTracked(t, db.pool, server, spec)));
   const workload = startWorkload(t, db.pool, { pause: 5 });
   const events = server.app.taskEvents.events;
 
@@ -97,14 +60,13 @@ t.test('every backend of the app terminated in 5 rounds while 3 writers go on: e
     const joinedDuringFaults: string[] = [];
     let refused = 0;
     const rounds = 5;
-    const newcomers = CLIENTS.slice(0, rounds).map((spec) => spec as ClientSpec);
+    const newcomers = CLIENTS.slice(0, rounds).map((spec, index) => ({ ...spec, name: `${spec.name} (round ${index + 1})` }));
     const tokens = await Promise.all(newcomers.map((spec) => server.token(spec.environmentId)));
     for (let round = 1; round <= rounds; round++) {
       const reconnected = nextEvent(events, 'connected', () => true, 20_000);
       perRound.push((await terminateBackends(db, { applicationName })).length);
       // A newcomer while the app reconnects: it either opens (and is checked like the others) or gets 500.
-      const spec = newcomers[round - 1] as ClientSpec;
-      await join(t, db, server, spec, `${spec.name} (round ${round})`, tokens[round - 1]).then(
+      await joinTracked(t, db.pool, server, newcomers[round - 1] as ClientSpec, tokens[round - 1]).then(
         (client) => {
           clients.push(client);
           joinedDuringFaults.push(client.record().name);
@@ -126,7 +88,7 @@ t.test('every backend of the app terminated in 5 rounds while 3 writers go on: e
     t.comment(`${joinedDuringFaults.length} clients joined during the faults, ${refused} handshakes got 500; ${workload.transactions} transactions so far`);
     await waitForListenBackend(db, applicationName, 15_000);
     await workload.waitForMore(30);
-    await finish(t, db, workload, mark, clients);
+    await finishAndCheck(t, db.pool, workload, mark, clients);
   });
   t.same(crash.errors, [], 'no error escaped to the process');
 });
@@ -140,7 +102,7 @@ t.test('the app cut off from its database for 20 s while another role writes: 50
   const server = await startServer(t, db, { connectionString: role.url(db, applicationName) });
   await waitForListenBackend(db, applicationName);
   const mark = await outboxPosition(db.pool);
-  const clients = await Promise.all(CLIENTS.map((spec) => join(t, db, server, spec)));
+  const clients = await Promise.all(CLIENTS.map((spec) => joinTracked(t, db.pool, server, spec)));
   // The test's own connections are another role: they write on through the cut-off.
   const workload = startWorkload(t, db.pool, { pause: 40 });
 
@@ -170,9 +132,9 @@ t.test('the app cut off from its database for 20 s while another role writes: 50
     const reconnected = nextEvent(server.app.taskEvents.events, 'connected', () => true, 20_000);
     await role.setLogin(true);
     await reconnected;
-    clients.push(await join(t, db, server, CLIENTS[0], 'acme (after the cut-off)'));
+    clients.push(await joinTracked(t, db.pool, server, { ...(CLIENTS[0] as ClientSpec), name: 'acme (after the cut-off)' }));
     await workload.waitForMore(20);
-    await finish(t, db, workload, mark, clients);
+    await finishAndCheck(t, db.pool, workload, mark, clients);
   });
   t.same(crash.errors, [], 'no error escaped to the process');
 });
@@ -195,7 +157,7 @@ t.test('PostgreSQL itself restarted: every event committed before and after reac
   const events = server.app.taskEvents.events;
   await waitForListenBackend(db, applicationName);
   const mark = await outboxPosition(db.pool);
-  const clients = await Promise.all(CLIENTS.map((spec) => join(t, db, server, spec)));
+  const clients = await Promise.all(CLIENTS.map((spec) => joinTracked(t, db.pool, server, spec)));
   const tokens = await Promise.all([1, 2].map(() => server.token()));
 
   await crash.run(async () => {
@@ -228,10 +190,10 @@ t.test('PostgreSQL itself restarted: every event committed before and after reac
     await reconnected;
     t.same(clients.filter(({ client }) => client.closed !== null).map(({ client }) => client.closed), [], 'every client is still connected');
 
-    clients.push(await join(t, db, server, CLIENTS[3], 'globex (after the restart)'));
+    clients.push(await joinTracked(t, db.pool, server, { ...(CLIENTS[3] as ClientSpec), name: 'globex (after the restart)' }));
     const afterRestart = startWorkload(t, db.pool, { pause: 5, writers: beforeRestart.writers });
     await afterRestart.waitForMore(60);
-    await finish(t, db, afterRestart, mark, clients);
+    await finishAndCheck(t, db.pool, afterRestart, mark, clients);
   });
   t.same(crash.errors, [], 'no error escaped to the process');
 });

@@ -7,7 +7,7 @@
 // timestamp); the checker verifies that no two rows share that key and fails loudly if they do.
 import type pg from 'pg';
 import type { Test } from 'tap';
-import type { ReceivedEvent, TestClient } from './server.js';
+import { TestClient, type ReceivedEvent, type TestServer } from './server.js';
 
 /** One outbox row, as the checker compares it. */
 export interface OutboxRow {
@@ -318,6 +318,49 @@ export async function track(pool: pg.Pool, options: TrackOptions): Promise<Track
       start: { before, after },
     }),
   };
+}
+
+/** Who a client is: its environment and filter, and a name for the report. */
+export interface ClientSpec {
+  name: string;
+  environmentId: number;
+  objectClassIds: readonly number[] | null;
+}
+
+/**
+ * Connects a client of `spec` to `server` with a real `ws` client, bracketed for the checker.
+ * `token`: one minted beforehand, for when the app's pool may be failing (minting uses it).
+ */
+export function joinTracked(t: Test, pool: pg.Pool, server: TestServer, spec: ClientSpec, token?: string): Promise<TrackedClient> {
+  const query = new URLSearchParams(spec.objectClassIds ? { object_class_ids: spec.objectClassIds.join(',') } : {});
+  return track(pool, {
+    ...spec,
+    connect: async () => {
+      query.set('uuid', token ?? (await server.token(spec.environmentId)));
+      return TestClient.connect(t, server.wsUrl(`/ws/events/tasks/?${query}`));
+    },
+  });
+}
+
+/**
+ * The end of a delivery test: stops the writers, waits for every connected client's sentinels,
+ * checks them (and `closed`, clients that were closed on purpose) against every outbox row after
+ * `mark`, and asserts every count is zero.
+ */
+export async function finishAndCheck(
+  t: Test,
+  pool: pg.Pool,
+  workload: Workload,
+  mark: number,
+  connected: readonly TrackedClient[],
+  closed: readonly ClientRecord[] = [],
+): Promise<DeliveryReport> {
+  await workload.stop();
+  const late = await settle(pool, connected);
+  const report = checkDelivery(await workload.rows(pool, mark), [...connected.map((client) => client.record()), ...closed]);
+  assertDelivered(t, report);
+  t.same(late, [], 'every connected client got its sentinels and is still connected');
+  return report;
 }
 
 /**
