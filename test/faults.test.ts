@@ -46,8 +46,9 @@ t.test('every backend of the app terminated in 5 rounds while 3 writers go on: e
   const crash = watchForCrash(t);
   const db = await createTestDatabase(t);
   const applicationName = 'te_faults_terminate';
-  // A long poll: only NOTIFYs and reconnects make reads, so a gap could not be papered over by a timer.
-  const server = await startServer(t, db, { connectionString: withApplicationName(db.url, applicationName), pollInterval: 60_000 });
+  // A long poll: only NOTIFYs and reconnects make reads, so a gap could not be papered over by a
+  // timer. Small fetches: a termination often strikes a read half-way, after some were handed on.
+  const server = await startServer(t, db, { connectionString: withApplicationName(db.url, applicationName), pollInterval: 60_000, readBatchSize: 10 });
   await waitForListenBackend(db, applicationName);
   const mark = await outboxPosition(db.pool);
   const clients = await Promise.all(CLIENTS.map((spec) => joinTracked(t, db.pool, server, spec)));
@@ -88,6 +89,56 @@ t.test('every backend of the app terminated in 5 rounds while 3 writers go on: e
     t.comment(`${joinedDuringFaults.length} clients joined during the faults, ${refused} handshakes got 500; ${workload.transactions} transactions so far`);
     await waitForListenBackend(db, applicationName, 15_000);
     await workload.waitForMore(30);
+    await finishAndCheck(t, db.pool, workload, mark, clients);
+  });
+  t.same(crash.errors, [], 'no error escaped to the process');
+});
+
+t.test('catch-up never skips: transactions held open commit below ids already delivered, across LISTEN reconnects', async (t) => {
+  const crash = watchForCrash(t);
+  const db = await createTestDatabase(t);
+  const applicationName = 'te_faults_out_of_order';
+  const server = await startServer(t, db, { connectionString: withApplicationName(db.url, applicationName), pollInterval: 60_000, readBatchSize: 10 });
+  const events = server.app.taskEvents.events;
+  await waitForListenBackend(db, applicationName);
+  const mark = await outboxPosition(db.pool);
+  const clients = await Promise.all(CLIENTS.map((spec) => joinTracked(t, db.pool, server, spec)));
+  const workload = startWorkload(t, db.pool, { pause: 5 });
+  // A writer of its own whose transactions stay open while the others commit higher ids.
+  const slow = await db.pool.connect();
+  t.teardown(() => slow.release());
+
+  await crash.run(async () => {
+    const rounds = 6;
+    const overtaken: number[] = [];
+    const terminated: number[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      await slow.query('BEGIN');
+      const { rows } = await slow.query<{ id: string }>(
+        `INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'slow'), (1, 2, 'slow'), (2, 4, 'slow') RETURNING id`,
+      );
+      for (const row of rows) workload.writers.set(Number(row.id), 'slow');
+      const slowIds = await db.pool.query<{ id: string }>('SELECT max(id) AS id FROM task_events.outbox');
+      await workload.waitForMore(10);
+      const reconnecting = round % 2 ? null : nextEvent(events, 'reconnecting');
+      const reconnected = nextEvent(events, 'connected', () => true, 20_000);
+      terminated.push((await terminateBackends(db, { applicationName })).length);
+      if (round % 2) {
+        // Committed after the reconnect's catch-up read, which saw it still running.
+        await reconnected;
+        await nextEvent(events, 'caught-up');
+        await workload.waitForMore(5);
+      } else {
+        // Committed while the listener is down.
+        await reconnecting;
+      }
+      overtaken.push((await outboxPosition(db.pool)) - Number(slowIds.rows[0]?.id ?? 0));
+      await slow.query('COMMIT');
+      await reconnected;
+    }
+    t.ok(terminated.every((count) => count >= 1), `backends terminated per round: ${terminated.join(', ')}`);
+    t.ok(overtaken.every((count) => count > 0), `ids allocated above each slow transaction's before it committed: ${overtaken.join(', ')}`);
+    await workload.waitForMore(20);
     await finishAndCheck(t, db.pool, workload, mark, clients);
   });
   t.same(crash.errors, [], 'no error escaped to the process');
