@@ -1,14 +1,16 @@
 // Several instances on one database, as users scale out: PostgreSQL is the bus. Two plugin
 // instances (two Fastify apps, two ports) share one database: clients of either get every event
 // of their tenant, a one-time token opens one connection whichever instance it is spent on, and
-// closing one instance never disturbs the other's clients.
+// closing or pruning on one instance never disturbs the other's clients.
 import t, { type Test } from 'tap';
-import { waitUntil } from './helpers/backends.js';
+import { backends, createAppRole, terminateBackends, waitForListenBackend, waitUntil } from './helpers/backends.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import {
   committedIds,
   finishAndCheck,
   joinTracked,
+  keepOutboxCopy,
+  OUTBOX_COPY,
   outboxPosition,
   startWorkload,
   type ClientSpec,
@@ -123,4 +125,66 @@ t.test('closing one instance never disturbs the clients of the other: they keep 
   t.ok(report.clients.slice(0, onB.length).every((client) => client.owed > 0), "B's clients were owed events");
   t.equal(a.app.taskEvents.stats().connections, 0, 'A has no connection left');
   t.equal(b.app.taskEvents.stats().connections, onB.length, 'B has all of its own');
+});
+
+t.test('one instance pruning every second never takes an event the other has yet to send', async (t) => {
+  const db = await createTestDatabase(t);
+  // The checker reads the copy: the outbox itself loses rows to the pruner.
+  await keepOutboxCopy(db.pool);
+  const pruner = await startServer(t, db, { outboxRetention: 1000, pruneInterval: 100 });
+  const other = await startServer(t, db);
+  const mark = await outboxPosition(db.pool);
+  const clients = [...(await connectAll(t, db, pruner, ON_A)), ...(await connectAll(t, db, other, ON_B))];
+  const workload = startWorkload(t, db.pool, { pause: 5 });
+  const pruned = async (): Promise<{ pruned: number; all: number }> => {
+    const { rows } = await db.pool.query(`SELECT (SELECT count(*) FROM ${OUTBOX_COPY}) AS all, (SELECT count(*) FROM task_events.outbox) AS kept`);
+    return { pruned: Number(rows[0].all) - Number(rows[0].kept), all: Number(rows[0].all) };
+  };
+  await waitUntil(async () => (await pruned()).pruned > 0, 'the pruner to delete rows', 10_000, 100);
+  await workload.waitForMore(60);
+  const { pruned: deleted, all } = await pruned();
+  t.ok(deleted > 0, `${deleted} of ${all} rows pruned while the clients received`);
+  await finishAndCheck(t, db.pool, workload, mark, clients, [], OUTBOX_COPY);
+});
+
+t.test('rows of a transaction open longer than the retention are not pruned before the other instance has read them', async (t) => {
+  const role = await createAppRole(t);
+  const db = await createTestDatabase(t);
+  await role.grant(db);
+  await keepOutboxCopy(db.pool);
+  const retention = 1000;
+  // It prunes when told to, here; its timer would do the same a moment later.
+  const pruner = await startServer(t, db, { outboxRetention: retention, pruneInterval: 600_000 });
+  const applicationName = 'te_instances_reader';
+  const reader = await startServer(t, db, { connectionString: role.url(db, applicationName) });
+  await waitForListenBackend(db, applicationName);
+  const mark = await outboxPosition(db.pool);
+  const clients = await connectAll(t, db, reader, [ON_B[0] as ClientSpec, { name: 'B globex', environmentId: 2, objectClassIds: null }]);
+  const workload = startWorkload(t, db.pool, { pause: 20 });
+
+  // A long transaction (a migration, a bulk UPDATE): its rows are created when it begins.
+  const slow = await db.pool.connect();
+  t.teardown(() => slow.release());
+  await slow.query('BEGIN');
+  const { rows } = await slow.query<{ id: string }>(
+    `INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'long'), (1, 2, 'long'), (2, 4, 'long') RETURNING id`,
+  );
+  for (const row of rows) workload.writers.set(Number(row.id), 'long');
+  const opened = Date.now();
+  await workload.waitForMore(10);
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, opened + retention + 200 - Date.now()))); // open longer than the retention: the point
+
+  // The reader loses its connections for a moment — far less than the retention — as it commits.
+  await role.setLogin(false);
+  await terminateBackends(db, { user: role.name });
+  await waitUntil(async () => (await backends(db, { user: role.name })).length === 0, 'the reader to be cut off');
+  const cutOff = Date.now();
+  await slow.query('COMMIT');
+  const pruned = await pruner.app.taskEvents.prune();
+  await role.setLogin(true);
+  const outage = Date.now() - cutOff;
+  t.ok(outage < retention, `the reader was cut off for ${outage} ms, less than the retention (${retention} ms); the pruner deleted ${pruned?.outbox} rows meanwhile`);
+  await waitForListenBackend(db, applicationName, 15_000);
+  await workload.waitForMore(10);
+  await finishAndCheck(t, db.pool, workload, mark, clients, [], OUTBOX_COPY);
 });

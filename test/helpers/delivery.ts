@@ -256,11 +256,16 @@ export async function outboxPosition(pool: pg.Pool): Promise<number> {
  * Every committed outbox row with an id above `after`, in id order, labelled with its writer
  * when `writerOf` knows its task.
  */
-export async function readOutbox(pool: pg.Pool, after = 0, writerOf: (taskId: number) => string | undefined = () => undefined): Promise<OutboxRow[]> {
+export async function readOutbox(
+  pool: pg.Pool,
+  after = 0,
+  writerOf: (taskId: number) => string | undefined = () => undefined,
+  table: 'task_events.outbox' | typeof OUTBOX_COPY = 'task_events.outbox',
+): Promise<OutboxRow[]> {
   const { rows } = await pool.query<{ id: string; environment_id: string; object_class_id: string | null; task_id: string; event: string; timestamp: string; xid: string }>(
     `SELECT id, environment_id, object_class_id, task_id, event, xid::text AS xid,
             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
-     FROM task_events.outbox WHERE id > $1 ORDER BY id`,
+     FROM ${table} WHERE id > $1 ORDER BY id`,
     [after],
   );
   return rows.map((row) => {
@@ -277,6 +282,26 @@ export async function readOutbox(pool: pg.Pool, after = 0, writerOf: (taskId: nu
       ...(writer ? { writer } : {}),
     };
   });
+}
+
+/** Where {@link keepOutboxCopy} keeps every outbox row, pruned or not. */
+export const OUTBOX_COPY = 'public.outbox_copy';
+
+/**
+ * From now on, every row inserted into the outbox is copied (same id, xid, created_at) to
+ * {@link OUTBOX_COPY} in the same transaction: for tests where the pruner deletes rows before the
+ * checker reads them. Test databases only.
+ */
+export async function keepOutboxCopy(pool: pg.Pool): Promise<void> {
+  await pool.query(`
+    CREATE TABLE ${OUTBOX_COPY} (LIKE task_events.outbox);
+    CREATE FUNCTION public.copy_outbox_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO ${OUTBOX_COPY} SELECT * FROM new_rows;
+      RETURN NULL;
+    END $$;
+    CREATE TRIGGER copy_outbox_rows AFTER INSERT ON task_events.outbox
+      REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.copy_outbox_rows();`);
 }
 
 /** The ids of the outbox rows committed by now (visible to a snapshot taken now). */
@@ -345,7 +370,7 @@ export function joinTracked(t: Test, pool: pg.Pool, server: TestServer, spec: Cl
 /**
  * The end of a delivery test: stops the writers, waits for every connected client's sentinels,
  * checks them (and `closed`, clients that were closed on purpose) against every outbox row after
- * `mark`, and asserts every count is zero.
+ * `mark` (read from `table`: the copy when rows were pruned), and asserts every count is zero.
  */
 export async function finishAndCheck(
   t: Test,
@@ -354,10 +379,11 @@ export async function finishAndCheck(
   mark: number,
   connected: readonly TrackedClient[],
   closed: readonly ClientRecord[] = [],
+  table: 'task_events.outbox' | typeof OUTBOX_COPY = 'task_events.outbox',
 ): Promise<DeliveryReport> {
   await workload.stop();
   const late = await settle(pool, connected);
-  const report = checkDelivery(await workload.rows(pool, mark), [...connected.map((client) => client.record()), ...closed]);
+  const report = checkDelivery(await workload.rows(pool, mark, table), [...connected.map((client) => client.record()), ...closed]);
   assertDelivered(t, report);
   t.same(late, [], 'every connected client got its sentinels and is still connected');
   return report;
@@ -499,8 +525,8 @@ export interface Workload {
   /** Resolves once `count` more transactions have committed than when called. */
   waitForMore(count: number, timeout?: number): Promise<void>;
   stop(): Promise<void>;
-  /** Every outbox row above `after`, labelled with its writer. */
-  rows(pool: pg.Pool, after?: number): Promise<OutboxRow[]>;
+  /** Every outbox row above `after` (from `table`), labelled with its writer. */
+  rows(pool: pg.Pool, after?: number, table?: 'task_events.outbox' | typeof OUTBOX_COPY): Promise<OutboxRow[]>;
 }
 
 /**
@@ -533,6 +559,6 @@ export function startWorkload(t: Test, pool: pg.Pool, options: { pause?: number;
     stop: async () => {
       await Promise.all(all.map((writer) => writer.stop()));
     },
-    rows: (pool, after = 0) => readOutbox(pool, after, (taskId) => writers.get(taskId)),
+    rows: (pool, after = 0, table = 'task_events.outbox') => readOutbox(pool, after, (taskId) => writers.get(taskId), table),
   };
 }
