@@ -26,13 +26,30 @@ type Verdict =
 
 const CLASS_IDS = /^\s*\d{1,15}\s*(,\s*\d{1,15}\s*)*$/;
 
-/** RFC 6455: the key is 16 random bytes in base64. */
+/** RFC 6455: the key is 16 random bytes in base64 (ws's own test). */
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
-/** An upgrade that ws will refuse with 400 (bad key or version): it must not spend a token. */
-function isValidUpgrade(request: FastifyRequest): boolean {
-  const key = request.headers['sec-websocket-key'];
-  return typeof key === 'string' && WEBSOCKET_KEY.test(key) && request.headers['sec-websocket-version'] === '13';
+/** Comma-separated RFC 7230 tokens: the Sec-WebSocket-Protocol that ws accepts (it also refuses repeats). */
+const PROTOCOL_LIST = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*,[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*$/;
+
+function isProtocolList(value: string): boolean {
+  if (!PROTOCOL_LIST.test(value)) return false;
+  const names = value.split(',').map((name) => name.trim());
+  return new Set(names).size === names.length;
+}
+
+/**
+ * Why ws would refuse this upgrade, or `null`: ws's own header checks, made before the token is
+ * spent. The route answers the 400 itself, so a check stricter than ws's (version 8, which ws
+ * still takes) is a 400 too, never a 101 without a verdict.
+ */
+function upgradeDefect(request: FastifyRequest): string | null {
+  const { upgrade, 'sec-websocket-key': key, 'sec-websocket-protocol': protocols } = request.headers;
+  if (upgrade?.toLowerCase() !== 'websocket') return 'Invalid Upgrade header';
+  if (typeof key !== 'string' || !WEBSOCKET_KEY.test(key)) return 'Missing or invalid Sec-WebSocket-Key header';
+  if (request.headers['sec-websocket-version'] !== '13') return 'Missing or invalid Sec-WebSocket-Version header';
+  if (protocols !== undefined && !isProtocolList(protocols)) return 'Invalid Sec-WebSocket-Protocol header';
+  return null;
 }
 
 /** `undefined` for a malformed list; `null` for no filter. */
@@ -62,9 +79,11 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
   const { hub, authenticate, position, limiter, heartbeat } = options;
   const verdicts = new WeakMap<FastifyRequest, Verdict>();
 
-  async function handshake(request: FastifyRequest): Promise<void> {
-    // A plain HTTP request (the 426 handler answers it) or an upgrade ws will refuse: no token is spent.
-    if (!request.ws || !isValidUpgrade(request)) return;
+  async function handshake(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    if (!request.ws) return; // a plain HTTP request: the 426 handler answers it, no token is spent
+    const defect = upgradeDefect(request);
+    // Answered before ws sees it, so no token is spent; RFC 6455 4.4: name the version we speak.
+    if (defect) return reply.code(400).header('sec-websocket-version', '13').send({ statusCode: 400, error: 'Bad Request', message: defect });
     if (limiter && !limiter.allow(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
     const query = request.query as Record<string, unknown>;
     const objectClassIds = parseObjectClassIds(query.object_class_ids);
