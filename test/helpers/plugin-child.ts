@@ -4,12 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
+import { Conditions } from './conditions.js';
 
 /** The plugin in a child process (test/helpers/plugin-process.ts), to see whether it exits by itself. */
 export class PluginProcess {
   readonly #child: ChildProcess;
   readonly #lines: Record<string, unknown>[] = [];
-  readonly #waiters = new Set<() => void>();
+  readonly #conditions = new Conditions();
   exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   stderr = '';
   /** The port it listens on. */
@@ -19,12 +20,12 @@ export class PluginProcess {
     this.#child = child;
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       this.#lines.push(JSON.parse(line) as Record<string, unknown>);
-      this.#notify();
+      this.#conditions.check();
     });
     child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
     child.on('exit', (code, signal) => {
       this.exit = { code, signal };
-      this.#notify();
+      this.#conditions.check();
     });
   }
 
@@ -82,23 +83,6 @@ export class PluginProcess {
   }
 
   #waitFor(condition: () => boolean, what: string, timeout: number): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`timed out after ${timeout} ms waiting for ${what}`));
-      }, timeout);
-      this.#waiters.add(check);
-    });
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
+    return this.#conditions.waitFor(condition, what, timeout);
   }
 }

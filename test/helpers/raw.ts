@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Test } from 'tap';
+import { Conditions } from './conditions.js';
 
 /** One TCP connection to 127.0.0.1 that records every byte it receives and when it closed. */
 export class RawConnection {
@@ -12,18 +13,18 @@ export class RawConnection {
   /** ms from connect to close; `null` while open. */
   closedAfter: number | null = null;
   readonly #openedAt = Date.now();
-  readonly #waiters = new Set<() => void>();
+  readonly #conditions = new Conditions();
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on('data', (chunk: Buffer) => {
       this.received = Buffer.concat([this.received, chunk]);
-      this.#notify();
+      this.#conditions.check();
     });
     socket.on('error', () => {}); // a reset is a close here; the test looks at what arrived
     socket.on('close', () => {
       this.closedAfter = Date.now() - this.#openedAt;
-      this.#notify();
+      this.#conditions.check();
     });
   }
 
@@ -61,30 +62,13 @@ export class RawConnection {
 
   /** Resolves when `condition` holds; rejects after `timeout` ms, naming `what`. */
   waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`timed out after ${timeout} ms waiting for ${what}; received: ${JSON.stringify(this.text.slice(0, 300))}`));
-      }, timeout);
-      this.#waiters.add(check);
-    });
+    return this.#conditions.waitFor(condition, what, timeout, () => `received: ${JSON.stringify(this.text.slice(0, 300))}`);
   }
 
   /** Waits until the server closes the connection; resolves with ms from connect to close. */
   async waitForClose(timeout = 10_000): Promise<number> {
     await this.waitFor(() => this.closedAfter !== null, 'the server to close the connection', timeout);
     return this.closedAfter as number;
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
   }
 }
 

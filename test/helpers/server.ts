@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Test } from 'tap';
 import WebSocket from 'ws';
 import taskEvents, { type TaskEventsOptions } from '../../lib/index.js';
+import { Conditions } from './conditions.js';
 import type { TestDatabase } from './db.js';
 
 /** A running server of the plugin. */
@@ -45,17 +46,17 @@ export class TestClient {
   /** Every text frame, parsed, in arrival order. */
   readonly frames: unknown[] = [];
   closed: { code: number; reason: string } | null = null;
-  #waiters = new Set<() => void>();
+  readonly #conditions = new Conditions();
 
   private constructor(socket: WebSocket) {
     this.socket = socket;
     socket.on('message', (data) => {
       this.frames.push(JSON.parse(String(data)));
-      this.#notify();
+      this.#conditions.check();
     });
     socket.on('close', (code, reason) => {
       this.closed = { code, reason: String(reason) };
-      this.#notify();
+      this.#conditions.check();
     });
   }
 
@@ -83,20 +84,7 @@ export class TestClient {
 
   /** Resolves when `condition` holds; rejects after `timeout` ms with `what` in the message. */
   waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`timed out after ${timeout} ms waiting for ${what}; frames: ${JSON.stringify(this.frames).slice(0, 500)}`));
-      }, timeout);
-      this.#waiters.add(check);
-    });
+    return this.#conditions.waitFor(condition, what, timeout, () => `frames: ${JSON.stringify(this.frames).slice(0, 500)}`);
   }
 
   /** Waits until `count` events have arrived. */
@@ -108,10 +96,6 @@ export class TestClient {
   async waitForClose(timeout?: number): Promise<{ code: number; reason: string }> {
     await this.waitFor(() => this.closed !== null, 'close', timeout);
     return this.closed as { code: number; reason: string };
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
   }
 }
 
