@@ -306,7 +306,9 @@ export class Hub extends EventEmitter {
   }
 }
 
+/** True when the event is for the group's environment and filter. */
 function accepts(group: Group, event: TaskEvent): boolean {
+  if (event.environmentId !== group.environmentId) return false;
   return group.objectClassIds === null || (event.objectClassId !== null && group.objectClassIds.has(event.objectClassId));
 }
 

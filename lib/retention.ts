@@ -18,17 +18,29 @@ export interface RetentionOptions {
 /** Rows per DELETE: each is its own short transaction, so writers are never held up. */
 const PRUNE_BATCH = 1000;
 
-// Old rows only, and only of transactions every snapshot already sees as ended (xid below the
-// oldest running one): a reader that has not read a row yet can never lose it to the pruner.
+// Marks the oldest transaction still running; see migrations/004.do.prune-horizon.sql.
+const MARK_HORIZON = `
+  INSERT INTO task_events.prune_horizon (oldest_running) VALUES (pg_snapshot_xmin(pg_current_snapshot()))`;
+
+// The newest mark older than the retention: rows below it committed longer ago than that.
+const HORIZON = `
+  SELECT max(oldest_running) FROM task_events.prune_horizon
+  WHERE taken_at < now() - make_interval(secs => $1::double precision / 1000)`;
+
 const PRUNE_OUTBOX = `
   DELETE FROM task_events.outbox WHERE id IN (
-    SELECT id FROM task_events.outbox
-    WHERE created_at < now() - make_interval(secs => $1::double precision / 1000)
-      AND xid < pg_snapshot_xmin(pg_current_snapshot())
+    SELECT id FROM task_events.outbox WHERE xid < (${HORIZON})
     ORDER BY id LIMIT ${PRUNE_BATCH})`;
 
+// Marks older than the one in use will never be needed again.
+const PRUNE_MARKS = `
+  DELETE FROM task_events.prune_horizon
+  WHERE taken_at < (SELECT max(taken_at) FROM task_events.prune_horizon
+                    WHERE taken_at < now() - make_interval(secs => $1::double precision / 1000))`;
+
 /**
- * Deletes old outbox rows and expired tokens in the background. With several instances on one
+ * Deletes outbox rows committed longer than `outboxRetention` ago, and expired tokens, in the
+ * background. With several instances on one
  * database, one prunes at a time (a session advisory lock); the others skip that round.
  */
 export class Retention {
@@ -57,10 +69,11 @@ export class Retention {
       const { rows } = await client.query<{ locked: boolean }>(`SELECT pg_try_advisory_lock(hashtext('task_events.prune')) AS locked`);
       if (!rows[0]?.locked) return null;
       try {
-        return {
-          outbox: await this.#deleteInBatches(client, PRUNE_OUTBOX, [this.#options.outboxRetention]),
-          tokens: await this.#options.tokens.prune(),
-        };
+        const retention = [this.#options.outboxRetention];
+        await client.query(MARK_HORIZON);
+        const outbox = await this.#deleteInBatches(client, PRUNE_OUTBOX, retention);
+        await client.query(PRUNE_MARKS, retention);
+        return { outbox, tokens: await this.#options.tokens.prune() };
       } finally {
         await client.query(`SELECT pg_advisory_unlock(hashtext('task_events.prune'))`);
       }

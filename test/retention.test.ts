@@ -2,22 +2,30 @@ import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
 import { startServer } from './helpers/server.js';
 
-const oldRows = (count: number, age: string): string =>
-  `INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event, created_at)
-   SELECT 1, n, 1, 'task_created', now() - interval '${age}' FROM generate_series(1, ${count}) AS n`;
+const rows = (count: number): string =>
+  `INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
+   SELECT 1, n, 1, 'task_created' FROM generate_series(1, ${count}) AS n`;
 
-t.test('old outbox rows and expired tokens are pruned in batches, recent ones kept', async (t) => {
+/** A pruner's mark taken `age` ago: the transactions committed so far are that old to it. */
+const markTaken = (age: string): string =>
+  `INSERT INTO task_events.prune_horizon (taken_at, oldest_running) VALUES (now() - interval '${age}', pg_snapshot_xmin(pg_current_snapshot()))`;
+
+t.test('outbox rows committed longer ago than the retention, and expired tokens, are pruned in batches', async (t) => {
   const db = await createTestDatabase(t);
   const server = await startServer(t, db, { outboxRetention: 60 * 60 * 1000 });
-  await db.pool.query(oldRows(2500, '2 hours'));
-  await db.pool.query(oldRows(10, '10 minutes'));
+  await db.pool.query(rows(2500));
+  await db.pool.query(markTaken('2 hours'));
+  await db.pool.query(rows(10));
+  await db.pool.query(markTaken('10 minutes'));
   const fresh = await server.token();
   await server.token();
   await db.pool.query(`UPDATE task_events.tokens SET expires_at = now() - interval '2 minutes' WHERE token_hash <> sha256(convert_to($1, 'UTF8'))`, [fresh]);
   const result = await server.app.taskEvents.prune();
   t.same(result, { outbox: 2500, tokens: 1 });
-  const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM task_events.outbox`);
-  t.equal(rows[0].n, 10, 'rows younger than the retention stay');
+  const left = await db.pool.query(`SELECT count(*)::int AS n FROM task_events.outbox`);
+  t.equal(left.rows[0].n, 10, 'rows committed after the mark older than the retention stay');
+  const marks = await db.pool.query(`SELECT count(*)::int AS n FROM task_events.prune_horizon`);
+  t.equal(marks.rows[0].n, 3, 'marks older than the one in use are gone (2 hours ago kept, 10 minutes ago, now)');
   const tokens = await db.pool.query(`SELECT count(*)::int AS n FROM task_events.tokens`);
   t.equal(tokens.rows[0].n, 1, 'the unexpired token stays');
 });
@@ -26,7 +34,8 @@ t.test('one instance prunes at a time; writers are never held up', async (t) => 
   const db = await createTestDatabase(t);
   const first = await startServer(t, db, { outboxRetention: 1000 });
   const second = await startServer(t, db, { outboxRetention: 1000 });
-  await db.pool.query(oldRows(30_000, '1 day'));
+  await db.pool.query(rows(30_000));
+  await db.pool.query(markTaken('1 day'));
   const writer = await db.pool.connect();
   t.teardown(() => writer.release());
   await writer.query(`SET lock_timeout = '500ms'`);
@@ -38,4 +47,18 @@ t.test('one instance prunes at a time; writers are never held up', async (t) => 
   const ran = results.filter((result) => result !== null);
   t.equal(ran.length, 1, 'exactly one instance pruned; the other skipped the round');
   t.equal(ran[0]?.outbox, 30_000);
+});
+
+t.test('a transaction open longer than the retention is kept until it has been committed that long', async (t) => {
+  const db = await createTestDatabase(t);
+  const server = await startServer(t, db, { outboxRetention: 60 * 60 * 1000 });
+  const slow = await db.pool.connect();
+  t.teardown(() => slow.release());
+  await slow.query('BEGIN');
+  await slow.query(rows(5)); // inserted now, committed much later
+  await db.pool.query(markTaken('3 hours')); // taken while the transaction runs: it is not below it
+  await slow.query('COMMIT');
+  t.same(await server.app.taskEvents.prune(), { outbox: 0, tokens: 0 });
+  await db.pool.query(markTaken('2 hours')); // as if its commit were two hours old
+  t.same(await server.app.taskEvents.prune(), { outbox: 5, tokens: 0 });
 });
