@@ -1,0 +1,86 @@
+// What every benchmark shares: its own database (on TEST_DATABASE_URL or DATABASE_URL, else a
+// throwaway embedded PostgreSQL), the machine's description, a printed table, a JSON result in
+// bench/results/ (git-ignored).
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../example/embedded.js';
+import { migrate } from '../lib/migrate.js';
+import { applyReferenceSchema } from '../test/helpers/db.js';
+
+const RESULTS = new URL('./results/', import.meta.url);
+
+/** A `--name` value that must be a positive integer, or `fallback` when absent. */
+export function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < 1) throw new Error(`--${name} must be a positive integer, got '${value}'`);
+  return parsed;
+}
+
+/** A benchmark's database: its URL, and the server's (for CREATE DATABASE of further ones). */
+export interface BenchDatabase {
+  url: string;
+  serverUrl: string;
+}
+
+/**
+ * Runs `work` against a fresh database with our migrations and the reference schema (triggers
+ * attached), dropped afterwards; starts and stops an embedded PostgreSQL when no server is named.
+ */
+export async function withBenchDatabase<T>(work: (database: BenchDatabase) => Promise<T>): Promise<T> {
+  let serverUrl = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL;
+  let stopEmbedded = async (): Promise<void> => {};
+  if (!serverUrl) {
+    const embedded = await startEmbeddedPostgres({ persistent: false });
+    serverUrl = embedded.url;
+    stopEmbedded = embedded.stop;
+    console.log('# embedded PostgreSQL (set TEST_DATABASE_URL to use another server)');
+  }
+  const name = `task_events_bench_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(serverUrl);
+    url.pathname = `/${name}`;
+    const pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
+    try {
+      await migrate(pool);
+      await applyReferenceSchema(pool);
+    } finally {
+      await pool.end();
+    }
+    return await work({ url: url.toString(), serverUrl });
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+    await admin.end();
+    await stopEmbedded();
+  }
+}
+
+/** The machine a figure was measured on. */
+export function machine(): Record<string, unknown> {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+  };
+}
+
+/** Prints label/value rows aligned. */
+export function printRows(rows: readonly (readonly [string, string])[]): void {
+  const width = Math.max(...rows.map(([label]) => label.length));
+  for (const [label, value] of rows) console.log(`${label.padEnd(width)}  ${value}`);
+}
+
+/** Writes `{ startedAt, machine, ...result }` to bench/results/<name>-<time>.json; returns the path. */
+export async function writeResult(name: string, startedAt: Date, result: Record<string, unknown>): Promise<string> {
+  await mkdir(RESULTS, { recursive: true });
+  const file = new URL(`${name}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`, RESULTS);
+  await writeFile(file, `${JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), ...result }, null, 2)}\n`);
+  return file.pathname;
+}
