@@ -27,6 +27,11 @@ export interface TaskEventsSettings {
   outboxRetention?: number;
   /** `false` when `TASK_EVENTS_RATE_LIMIT_MAX=0`; a field left out keeps the plugin's default. */
   rateLimit?: { max?: number; timeWindow?: number } | false;
+  allowedOrigins?: string[];
+  requireOrigin?: boolean;
+  maxConnectionsPerUser?: number;
+  maxConnectionsPerIp?: number;
+  maxConnections?: number;
 }
 
 /** Everything the example server reads from the environment. */
@@ -97,6 +102,38 @@ function rateLimit(env: Env): TaskEventsSettings['rateLimit'] {
   return { ...(max !== undefined && { max }), ...(timeWindow !== undefined && { timeWindow }) };
 }
 
+/** `TASK_EVENTS_ALLOWED_ORIGINS=https://a.example,https://b.example`: each a bare origin. */
+function allowedOrigins(env: Env): string[] | undefined {
+  const value = read(env, 'TASK_EVENTS_ALLOWED_ORIGINS');
+  if (value === undefined) return undefined;
+  const origins = value.split(',').map((entry) => entry.trim());
+  for (const origin of origins) {
+    let url: URL | undefined;
+    try {
+      url = new URL(origin);
+    } catch {
+      // reported below
+    }
+    const bare = url && (url.protocol === 'http:' || url.protocol === 'https:') && url.pathname === '/' && !url.search && !url.hash && !url.username && !origin.endsWith('/') && /^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$/i.test(url.hostname);
+    if (!bare) {
+      throw new ConfigError(`TASK_EVENTS_ALLOWED_ORIGINS must be a comma-separated list of origins like https://app.example.com (scheme://host[:port], no path), got '${value}'`);
+    }
+  }
+  return origins;
+}
+
+function boolean(env: Env, name: string): boolean | undefined {
+  const value = read(env, name);
+  if (value === undefined) return undefined;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  throw new ConfigError(`${name} must be true, false, 1 or 0, got '${value}'`);
+}
+
+function connectionCap(env: Env, name: string): number | undefined {
+  return integer(env, name, 0, MAX_TIMER_MS, `an integer from 0 (no cap) to ${MAX_TIMER_MS}`);
+}
+
 /** Reads and validates the environment; throws a {@link ConfigError} on the first bad value. */
 export function loadConfig(env: Env = process.env): Config {
   const taskEvents: TaskEventsSettings = {
@@ -107,6 +144,11 @@ export function loadConfig(env: Env = process.env): Config {
     heartbeatInterval: milliseconds(env, 'TASK_EVENTS_HEARTBEAT_MS'),
     maxBufferedBytes: integer(env, 'TASK_EVENTS_MAX_BUFFERED_BYTES', 1, MAX_TIMER_MS, `a positive integer of bytes, at most ${MAX_TIMER_MS}`),
     outboxRetention: milliseconds(env, 'TASK_EVENTS_OUTBOX_RETENTION_MS'),
+    allowedOrigins: allowedOrigins(env),
+    requireOrigin: boolean(env, 'TASK_EVENTS_REQUIRE_ORIGIN'),
+    maxConnectionsPerUser: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS_PER_USER'),
+    maxConnectionsPerIp: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS_PER_IP'),
+    maxConnections: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS'),
   };
   const host = read(env, 'HOST') ?? DEFAULT_HOST;
   if (/\s/.test(host)) throw new ConfigError(`HOST must be a host name or IP address, got '${host}'`);

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { ConnectionCaps } from './caps.js';
 import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
@@ -125,6 +126,9 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     position: () => listener.position(),
     limiter,
     heartbeat,
+    allowedOrigins: options.allowedOrigins,
+    requireOrigin: options.requireOrigin,
+    caps: new ConnectionCaps(options),
   });
 
   const retention = new Retention({

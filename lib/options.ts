@@ -64,6 +64,20 @@ export interface TaskEventsOptions {
   outboxRetention?: number;
   /** Milliseconds between two pruning rounds of the outbox and the token table (default 60000). */
   pruneInterval?: number;
+  /**
+   * Origins (`scheme://host[:port]`) whose pages may open the endpoint; a handshake with another
+   * `Origin` header is refused with HTTP 403. Unset (the default): every origin. Compared exactly,
+   * lower-cased, no wildcards.
+   */
+  allowedOrigins?: readonly string[];
+  /** Refuse (403) handshakes without an `Origin` header too (default `false`: server-to-server clients send none). */
+  requireOrigin?: boolean;
+  /** Open connections per user (environment and user id) in this process (default 100; `0`: no cap). */
+  maxConnectionsPerUser?: number;
+  /** Open connections per client IP in this process (default 1000; `0`: no cap). */
+  maxConnectionsPerIp?: number;
+  /** Open connections in this process (default 10000; `0`: no cap). */
+  maxConnections?: number;
 }
 
 /** The options after validation: every field set, frozen. */
@@ -84,6 +98,13 @@ export interface ResolvedOptions {
   readonly maxBufferedBytes: number;
   readonly outboxRetention: number;
   readonly pruneInterval: number;
+  /** Lower-cased origins; `null`: every origin. */
+  readonly allowedOrigins: ReadonlySet<string> | null;
+  readonly requireOrigin: boolean;
+  /** `0`: no cap. */
+  readonly maxConnectionsPerUser: number;
+  readonly maxConnectionsPerIp: number;
+  readonly maxConnections: number;
 }
 
 export const DEFAULT_MESSAGE_TIME = 5000;
@@ -98,11 +119,18 @@ export const DEFAULT_HEARTBEAT_INTERVAL = 30_000;
 export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_OUTBOX_RETENTION = 24 * 60 * 60 * 1000;
 export const DEFAULT_PRUNE_INTERVAL = 60_000;
+/** Tabs and integrations of one person; far more is a leaked token or a loop. */
+export const DEFAULT_MAX_CONNECTIONS_PER_USER = 100;
+/** An office or a mobile carrier behind one NAT address. */
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
+/** Bounds memory and file descriptors of one process (a socket costs tens of KB with its buffers). */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 const KNOWN = new Set([
   'connectionString', 'pool', 'messageTime', 'messageLimit', 'path', 'unknownPathPrefix',
   'authenticate', 'tokenTtl', 'rateLimit', 'pollInterval', 'readBatchSize', 'migrate',
   'heartbeatInterval', 'maxBufferedBytes', 'outboxRetention', 'pruneInterval',
+  'allowedOrigins', 'requireOrigin', 'maxConnectionsPerUser', 'maxConnectionsPerIp', 'maxConnections',
 ]);
 
 /** Raised at registration for a bad option; the message names the option and what it allows. */
@@ -119,6 +147,39 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
     throw new OptionError(`fastify-task-events: option "${name}" must be a positive integer up to ${MAX_INTEGER}, got ${describe(value)}`);
   }
   return value;
+}
+
+function cap(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_INTEGER) {
+    throw new OptionError(`fastify-task-events: option "${name}" must be an integer from 0 (no cap) to ${MAX_INTEGER}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** `https://App.example.com` → `https://app.example.com`: what a browser sends as `Origin`. */
+function origins(value: unknown): ReadonlySet<string> | null {
+  if (value === undefined) return null;
+  const fail = (): never => {
+    throw new OptionError(`fastify-task-events: option "allowedOrigins" must be an array of origins like "https://app.example.com" (scheme://host[:port], no path), got ${describe(value)}`);
+  };
+  if (!Array.isArray(value)) return fail();
+  const allowed = new Set<string>();
+  for (const entry of value) {
+    if (typeof entry !== 'string') return fail();
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      return fail();
+    }
+    const bare = url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password && !entry.endsWith('/');
+    // `https://*.example.com` parses as a URL; wildcards are not supported, so it must not pass.
+    const host = /^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$/i.test(url.hostname);
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !bare || !host) return fail();
+    allowed.add(url.origin.toLowerCase());
+  }
+  return allowed;
 }
 
 function urlPath(name: string, value: unknown, fallback: string): string {
@@ -145,7 +206,7 @@ export function resolveOptions(options: TaskEventsOptions = {}): ResolvedOptions
       throw new OptionError(`fastify-task-events: unknown option "${key}"; known options: ${[...KNOWN].join(', ')}`);
     }
   }
-  const { connectionString, pool, authenticate, rateLimit, unknownPathPrefix, migrate } = options;
+  const { connectionString, pool, authenticate, rateLimit, unknownPathPrefix, migrate, requireOrigin } = options;
   if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
     throw new OptionError(`fastify-task-events: option "connectionString" must be a non-empty string, got ${describe(connectionString)}`);
   }
@@ -160,6 +221,9 @@ export function resolveOptions(options: TaskEventsOptions = {}): ResolvedOptions
   }
   if (migrate !== undefined && typeof migrate !== 'boolean') {
     throw new OptionError(`fastify-task-events: option "migrate" must be true or false, got ${describe(migrate)}`);
+  }
+  if (requireOrigin !== undefined && typeof requireOrigin !== 'boolean') {
+    throw new OptionError(`fastify-task-events: option "requireOrigin" must be true or false, got ${describe(requireOrigin)}`);
   }
   let resolvedRateLimit: Readonly<RateLimitOptions> | false = DEFAULT_RATE_LIMIT;
   if (rateLimit === false) resolvedRateLimit = false;
@@ -190,5 +254,10 @@ export function resolveOptions(options: TaskEventsOptions = {}): ResolvedOptions
     maxBufferedBytes: positiveInteger('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES),
     outboxRetention: positiveInteger('outboxRetention', options.outboxRetention, DEFAULT_OUTBOX_RETENTION),
     pruneInterval: positiveInteger('pruneInterval', options.pruneInterval, DEFAULT_PRUNE_INTERVAL),
+    allowedOrigins: origins(options.allowedOrigins),
+    requireOrigin: requireOrigin ?? false,
+    maxConnectionsPerUser: cap('maxConnectionsPerUser', options.maxConnectionsPerUser, DEFAULT_MAX_CONNECTIONS_PER_USER),
+    maxConnectionsPerIp: cap('maxConnectionsPerIp', options.maxConnectionsPerIp, DEFAULT_MAX_CONNECTIONS_PER_IP),
+    maxConnections: cap('maxConnections', options.maxConnections, DEFAULT_MAX_CONNECTIONS),
   });
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
+import type { ConnectionCaps } from './caps.js';
 import { errorFrame, type ErrorCode } from './errors.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { Hub, Ticket } from './hub.js';
@@ -17,6 +18,11 @@ export interface RouteOptions {
   position: () => Promise<number>;
   limiter: SlidingWindowLimiter | null;
   heartbeat: Heartbeat;
+  /** Lower-cased origins whose pages may connect; `null`: any. */
+  allowedOrigins: ReadonlySet<string> | null;
+  /** Refuse handshakes without an `Origin` header. */
+  requireOrigin: boolean;
+  caps: ConnectionCaps;
 }
 
 /** The outcome of a handshake, decided before the upgrade. */
@@ -52,6 +58,26 @@ function upgradeDefect(request: FastifyRequest): string | null {
   return null;
 }
 
+/** True when a handshake with this `Origin` header (or none) may go on. */
+function originAllowed(origin: string | undefined, allowed: ReadonlySet<string> | null, required: boolean): boolean {
+  if (origin === undefined) return !required;
+  return allowed === null || allowed.has(origin.toLowerCase());
+}
+
+/**
+ * The request as logged on our routes: Fastify's default fields, with the token in the query
+ * replaced by `***` — it is a credential, if a short-lived one, and logs outlive it.
+ */
+export function redactedRequest(request: FastifyRequest): Record<string, unknown> {
+  return {
+    method: request.method,
+    url: request.url.replace(/([?&]uuid=)[^&#]*/gi, '$1***'),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort,
+  };
+}
+
 /** `undefined` for a malformed list; `null` for no filter. */
 export function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
   if (value === undefined || value === '') return null;
@@ -76,7 +102,7 @@ function withoutTrailingSlash(path: string): string {
  * frames after the upgrade; the socket handed to the hub.
  */
 export function registerRoute(app: FastifyInstance, options: RouteOptions): void {
-  const { hub, authenticate, position, limiter, heartbeat } = options;
+  const { hub, authenticate, position, limiter, heartbeat, allowedOrigins, requireOrigin, caps } = options;
   const verdicts = new WeakMap<FastifyRequest, Verdict>();
 
   async function handshake(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
@@ -84,7 +110,12 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     const defect = upgradeDefect(request);
     // Answered before ws sees it, so no token is spent; RFC 6455 4.4: name the version we speak.
     if (defect) return reply.code(400).header('sec-websocket-version', '13').send({ statusCode: 400, error: 'Bad Request', message: defect });
+    // Cross-site WebSocket hijacking: a foreign page's handshake carries the browser's cookies, not our token — refused all the same.
+    if (!originAllowed(request.headers.origin, allowedOrigins, requireOrigin)) {
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'This Origin may not open task events.' });
+    }
     if (limiter && !limiter.allow(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
+    if (caps.full(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
     const query = request.query as Record<string, unknown>;
     const objectClassIds = parseObjectClassIds(query.object_class_ids);
     if (objectClassIds === undefined) return void verdicts.set(request, { error: 'ERR_INVALID_OBJECT_CLASS_IDS' });
@@ -111,6 +142,13 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     verdicts.delete(request);
     if (!verdict) return refuse(socket, 'ERR_INVALID_UUID');
     if (verdict.error) return refuse(socket, verdict.error);
+    // Counted at the open, synchronously: of two racing handshakes the later one is over the cap.
+    const release = caps.acquire(verdict.identity, request.ip);
+    if (!release) {
+      hub.release(verdict.ticket);
+      return refuse(socket, 'ERR_RATE_LIMIT_EXCEEDED');
+    }
+    socket.once('close', release);
     hub.join(socket, {
       environmentId: verdict.identity.environmentId,
       objectClassIds: verdict.objectClassIds,
@@ -133,13 +171,17 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     });
   }
 
+  // The token is in the query string, which Fastify logs with the URL: on every log line of these
+  // routes (incoming request, completion, the 500's error) the request is serialized redacted.
+  const logSerializers = { req: redactedRequest };
   const paths = new Set([options.path, withoutTrailingSlash(options.path)]);
   for (const url of paths) {
-    app.route({ method: 'GET', url, preValidation: handshake, handler: upgradeRequired, wsHandler: connect });
+    app.route({ method: 'GET', url, logSerializers, preValidation: handshake, handler: upgradeRequired, wsHandler: connect });
   }
   if (options.unknownPathPrefix) {
     app.route({
       method: 'GET',
+      logSerializers,
       url: `${withoutTrailingSlash(options.unknownPathPrefix)}/*`,
       handler: (_request, reply) => void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'Incorrect WebSocket URL.' }),
       wsHandler: (socket) => refuse(socket, 'ERR_INCORRECT_URL'),

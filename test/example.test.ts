@@ -41,6 +41,17 @@ t.test('config', async (t) => {
     });
   });
 
+  t.test('the security variables: allowed origins, requireOrigin, connection caps (0: no cap)', async (t) => {
+    t.same(loadConfig({
+      TASK_EVENTS_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:8080', TASK_EVENTS_REQUIRE_ORIGIN: 'true',
+      TASK_EVENTS_MAX_CONNECTIONS_PER_USER: '5', TASK_EVENTS_MAX_CONNECTIONS_PER_IP: '0', TASK_EVENTS_MAX_CONNECTIONS: '2000',
+    }).taskEvents, {
+      allowedOrigins: ['https://app.example.com', 'http://localhost:8080'], requireOrigin: true,
+      maxConnectionsPerUser: 5, maxConnectionsPerIp: 0, maxConnections: 2000,
+    });
+    t.equal(loadConfig({ TASK_EVENTS_REQUIRE_ORIGIN: '0' }).taskEvents.requireOrigin, false);
+  });
+
   t.test('TASK_EVENTS_RATE_LIMIT_MAX=0 turns the limit off; one rate variable alone keeps the other default', async (t) => {
     t.equal(loadConfig({ TASK_EVENTS_RATE_LIMIT_MAX: '0' }).taskEvents.rateLimit, false);
     t.same(loadConfig({ TASK_EVENTS_RATE_LIMIT_WINDOW_MS: '5000' }).taskEvents.rateLimit, { timeWindow: 5000 });
@@ -58,6 +69,13 @@ t.test('config', async (t) => {
       [{ TASK_EVENTS_OUTBOX_RETENTION_MS: '1d' }, /^TASK_EVENTS_OUTBOX_RETENTION_MS must be a positive integer/],
       [{ TASK_EVENTS_RATE_LIMIT_MAX: 'ten' }, /^TASK_EVENTS_RATE_LIMIT_MAX must be a non-negative integer \(0 turns the limit off\), got 'ten'$/],
       [{ TASK_EVENTS_RATE_LIMIT_WINDOW_MS: '1e3' }, /^TASK_EVENTS_RATE_LIMIT_WINDOW_MS must be a positive integer/],
+      [{ TASK_EVENTS_ALLOWED_ORIGINS: 'https://app.example.com,app.example.com' }, /^TASK_EVENTS_ALLOWED_ORIGINS must be a comma-separated list of origins like https:\/\/app.example.com \(scheme:\/\/host\[:port\], no path\), got 'https:\/\/app.example.com,app.example.com'$/],
+      [{ TASK_EVENTS_ALLOWED_ORIGINS: 'https://app.example.com/' }, /^TASK_EVENTS_ALLOWED_ORIGINS must be a comma-separated list of origins/],
+      [{ TASK_EVENTS_ALLOWED_ORIGINS: 'https://*.example.com' }, /^TASK_EVENTS_ALLOWED_ORIGINS must be a comma-separated list of origins/],
+      [{ TASK_EVENTS_REQUIRE_ORIGIN: 'yes' }, /^TASK_EVENTS_REQUIRE_ORIGIN must be true, false, 1 or 0, got 'yes'$/],
+      [{ TASK_EVENTS_MAX_CONNECTIONS_PER_USER: '-1' }, /^TASK_EVENTS_MAX_CONNECTIONS_PER_USER must be an integer from 0 \(no cap\) to 2147483647, got '-1'$/],
+      [{ TASK_EVENTS_MAX_CONNECTIONS_PER_IP: 'many' }, /^TASK_EVENTS_MAX_CONNECTIONS_PER_IP must be an integer from 0 \(no cap\)/],
+      [{ TASK_EVENTS_MAX_CONNECTIONS: '1e4' }, /^TASK_EVENTS_MAX_CONNECTIONS must be an integer from 0 \(no cap\)/],
       [{ PORT: '70000' }, /^PORT must be a port number from 0 to 65535, got '70000'$/],
       [{ EMBEDDED_PG_PORT: 'x' }, /^EMBEDDED_PG_PORT must be a port number/],
       [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got 'loud'$/],

@@ -34,6 +34,17 @@ t.test('a bad option fails registration with a message naming it', async (t) => 
     ['maxBufferedBytes', -5, /"maxBufferedBytes" must be a positive integer/],
     ['outboxRetention', 'a day', /"outboxRetention" must be a positive integer/],
     ['pruneInterval', 0.5, /"pruneInterval" must be a positive integer/],
+    ['allowedOrigins', 'https://app.example.com', /"allowedOrigins" must be an array of origins like "https:\/\/app.example.com" \(scheme:\/\/host\[:port\], no path\), got "https:\/\/app.example.com"/],
+    ['allowedOrigins', ['https://app.example.com/path'], /"allowedOrigins" must be an array of origins/],
+    ['allowedOrigins', ['https://app.example.com/'], /"allowedOrigins" must be an array of origins/],
+    ['allowedOrigins', ['https://*.example.com'], /"allowedOrigins" must be an array of origins/],
+    ['allowedOrigins', ['*'], /"allowedOrigins" must be an array of origins/],
+    ['allowedOrigins', ['ftp://files.example.com'], /"allowedOrigins" must be an array of origins/],
+    ['allowedOrigins', [42], /"allowedOrigins" must be an array of origins/],
+    ['requireOrigin', 'yes', /"requireOrigin" must be true or false/],
+    ['maxConnectionsPerUser', -1, /"maxConnectionsPerUser" must be an integer from 0 \(no cap\) to 2147483647, got -1/],
+    ['maxConnectionsPerIp', 1.5, /"maxConnectionsPerIp" must be an integer from 0 \(no cap\)/],
+    ['maxConnections', '100', /"maxConnections" must be an integer from 0 \(no cap\)/],
     ['messagetime', 100, /unknown option "messagetime"/],
   ];
   for (const [name, value, message] of cases) {
@@ -41,6 +52,16 @@ t.test('a bad option fails registration with a message naming it', async (t) => 
     await t.rejects(async () => app.register(taskEvents, { ...base, [name]: value } as TaskEventsOptions).ready(), message, `${name}: ${JSON.stringify(value)}`);
     await app.close().catch(() => {});
   }
+});
+
+t.test('security defaults: every origin, no Origin required, generous but finite caps', async (t) => {
+  const options = resolveOptions(base);
+  t.equal(options.allowedOrigins, null);
+  t.equal(options.requireOrigin, false);
+  t.same([options.maxConnectionsPerUser, options.maxConnectionsPerIp, options.maxConnections], [100, 1000, 10_000]);
+  const listed = resolveOptions({ ...base, allowedOrigins: ['HTTPS://App.Example.com', 'https://app.example.com:443', 'http://localhost:8080'] });
+  t.same([...(listed.allowedOrigins ?? [])], ['https://app.example.com', 'http://localhost:8080'], 'lower-cased, default port dropped, as browsers send it');
+  t.same([...(resolveOptions({ ...base, allowedOrigins: [] }).allowedOrigins ?? ['x'])], [], 'an empty list allows no Origin at all');
 });
 
 t.test('exactly one of connectionString and pool', async (t) => {

@@ -13,6 +13,10 @@ const app = Fastify({ logger: false });
 await app.register(taskEvents, {
   connectionString: process.env.LOAD_DATABASE_URL as string,
   rateLimit: false,
+  // Thousands of clients of one user from one address: a load test, not an attack.
+  maxConnectionsPerUser: 0,
+  maxConnectionsPerIp: 0,
+  maxConnections: 0,
   ...(process.env.LOAD_MESSAGE_TIME && { messageTime: Number(process.env.LOAD_MESSAGE_TIME) }),
 });
 // 5,000 handshakes at once would overflow Node's default backlog of 511 and stall on SYN retries.
