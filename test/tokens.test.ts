@@ -98,6 +98,16 @@ t.test('the clear token value appears nowhere in task_events.tokens', async (t) 
   t.ok(rows.length >= 2);
   const table = rows.map((r) => r.row as string).join('\n').toLowerCase();
   for (const form of forms) t.notOk(table.includes(form), `no row holds ${form}`);
+  // Nor any other table of ours (outbox, versions, pruning marks, whatever a migration adds later).
+  const { rows: tables } = await pool.query<{ name: string }>(
+    `SELECT format('%I.%I', table_schema, table_name) AS name FROM information_schema.tables
+     WHERE table_schema = 'task_events' AND table_type = 'BASE TABLE' ORDER BY 1`);
+  t.ok(tables.length > 1, `${tables.length} tables of task_events scanned`);
+  for (const { name } of tables) {
+    const { rows: all } = await pool.query(`SELECT t::text AS row FROM ${name} t`);
+    const text = all.map((r) => r.row as string).join('\n').toLowerCase();
+    for (const form of forms) t.notOk(text.includes(form), `${name} does not hold ${form}`);
+  }
 });
 
 t.test('two concurrent consume calls of the same token: exactly one wins', async (t) => {
