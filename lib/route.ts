@@ -64,6 +64,24 @@ function originAllowed(origin: string | undefined, allowed: ReadonlySet<string> 
   return allowed === null || allowed.has(origin.toLowerCase());
 }
 
+/** The URL with the value of every `uuid` parameter replaced, however its name is encoded (`%75uid`). */
+function redactedUrl(url: string): string {
+  const start = url.indexOf('?');
+  if (start === -1) return url;
+  const query = url.slice(start + 1).split('&').map((parameter) => {
+    const equals = parameter.indexOf('=');
+    const name = equals === -1 ? parameter : parameter.slice(0, equals);
+    let decoded = name;
+    try {
+      decoded = decodeURIComponent(name.replaceAll('+', ' '));
+    } catch {
+      // a malformed escape: compared as it is
+    }
+    return decoded.toLowerCase() === 'uuid' ? `${name}=***` : parameter;
+  });
+  return `${url.slice(0, start)}?${query.join('&')}`;
+}
+
 /**
  * The request as logged on our routes: Fastify's default fields, with the token in the query
  * replaced by `***` — it is a credential, if a short-lived one, and logs outlive it.
@@ -71,7 +89,7 @@ function originAllowed(origin: string | undefined, allowed: ReadonlySet<string> 
 export function redactedRequest(request: FastifyRequest): Record<string, unknown> {
   return {
     method: request.method,
-    url: request.url.replace(/([?&]uuid=)[^&#]*/gi, '$1***'),
+    url: redactedUrl(request.url),
     host: request.host,
     remoteAddress: request.ip,
     remotePort: request.socket?.remotePort,

@@ -214,6 +214,8 @@ t.test('no token value reaches a log, on success or on any error path', async (t
   await (await connect(`/ws/events/tasks/?object_class_ids=1&uuid=${expired}`)).waitForClose();
   const badFilter = await mint();
   await (await connect(`/ws/events/tasks/?uuid=${badFilter}&object_class_ids=x`)).waitForClose();
+  const encoded = await mint(); // the query parser decodes names: %75uid is uuid
+  await server.app.inject({ method: 'GET', url: `/ws/events/tasks/?object_class_ids=1&%75uid=${encoded}` });
   const foreign = await mint();
   await connect(`/ws/events/tasks/?uuid=${foreign}`, { origin: 'https://evil.example' }).catch(() => {});
   const wrongPath = await mint();
