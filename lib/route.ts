@@ -86,7 +86,7 @@ function redactedUrl(url: string): string {
  * The request as logged on our routes: Fastify's default fields, with the token in the query
  * replaced by `***` — it is a credential, if a short-lived one, and logs outlive it.
  */
-export function redactedRequest(request: FastifyRequest): Record<string, unknown> {
+function redactedRequest(request: FastifyRequest): Record<string, unknown> {
   return {
     method: request.method,
     url: redactedUrl(request.url),
@@ -128,7 +128,7 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     const defect = upgradeDefect(request);
     // Answered before ws sees it, so no token is spent; RFC 6455 4.4: name the version we speak.
     if (defect) return reply.code(400).header('sec-websocket-version', '13').send({ statusCode: 400, error: 'Bad Request', message: defect });
-    // Cross-site WebSocket hijacking: a foreign page's handshake carries the browser's cookies, not our token — refused all the same.
+    // Cross-site WebSocket hijacking: browsers apply no CORS to WebSockets; Origin names the page.
     if (!originAllowed(request.headers.origin, allowedOrigins, requireOrigin)) {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'This Origin may not open task events.' });
     }
