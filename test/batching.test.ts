@@ -100,7 +100,9 @@ t.test('a client that connects mid-stream gets every event from its start on, on
   const received = lateClient.events.map((e) => e.task_id);
   const start = committed.indexOf(received[0] as number);
   t.ok(start >= committedBeforeLate, 'nothing committed before the handshake started');
-  t.ok(start <= openedAfter, 'nothing committed after the socket opened is missing');
+  // The writer has one write in flight at a time, and a write is recorded when its answer comes
+  // back, after its commit: at the open, one more than recorded may have committed already.
+  t.ok(start <= openedAfter + 1, 'nothing committed after the socket opened is missing');
   t.same(received, committed.slice(start), 'a contiguous suffix: no gap, no duplicate');
 });
 
