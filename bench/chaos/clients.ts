@@ -1,0 +1,338 @@
+// The chaos run's clients: some stay for the whole run, the rest come and go at random (with and
+// without filters, some leaving politely, some dropping the connection); now and then thirty
+// connect at once (a reconnect storm), or one stops reading. Every client is checked with the
+// delivery checker of test/helpers/delivery.ts: one that left on purpose as soon as it has gone
+// (so its frames need not be kept), the others at the end of the run.
+import type pg from 'pg';
+import type { Test } from 'tap';
+import {
+  checkDelivery,
+  readOutbox,
+  track,
+  type ClientRecord,
+  type ClientReport,
+  type ClientSpec,
+  type OutboxRow,
+  type TrackedClient,
+  type WriterMap,
+} from '../../test/helpers/delivery.js';
+import { TestClient, type ReceivedEvent } from '../../test/helpers/server.js';
+import { sleep, type Random } from './random.js';
+import type { ServerProcess } from './server-process.js';
+
+type Subscription = Omit<ClientSpec, 'name'>;
+
+/** The clients that stay connected for the whole run. */
+export const LONG_LIVED: readonly ClientSpec[] = [
+  { name: 'acme', environmentId: 1, objectClassIds: null },
+  { name: 'acme [1]', environmentId: 1, objectClassIds: [1] },
+  { name: 'acme [2,3]', environmentId: 1, objectClassIds: [2, 3] },
+  { name: 'globex', environmentId: 2, objectClassIds: null },
+];
+
+/** What the clients that come and go subscribe to; the last two name another tenant's class. */
+const CHURNING: readonly Subscription[] = [
+  { environmentId: 1, objectClassIds: null },
+  { environmentId: 1, objectClassIds: null },
+  { environmentId: 1, objectClassIds: [1] },
+  { environmentId: 1, objectClassIds: [2, 3] },
+  { environmentId: 1, objectClassIds: [3] },
+  { environmentId: 1, objectClassIds: [1, 2, 3] },
+  { environmentId: 2, objectClassIds: null },
+  { environmentId: 2, objectClassIds: [4] },
+  { environmentId: 1, objectClassIds: [4] },
+  { environmentId: 2, objectClassIds: [1] },
+];
+
+/** How a client leaves: after taking what it is owed, with a close or by dropping the socket; or at once. */
+type Leave = 'close' | 'drop' | 'abrupt';
+const LEAVES: readonly Leave[] = ['close', 'close', 'close', 'close', 'close', 'drop', 'abrupt'];
+
+/** How long a client that left on purpose may wait for what was committed before it left. */
+const DRAIN_TIMEOUT = 60_000;
+
+/** A client stops reading at least this long: two and a half heartbeats of the chaos server. */
+const STALL_MIN = 25_000;
+
+/** Rows this far below a leaving client's start are read too, so an early event is named early. */
+const EARLY_WINDOW = 2000;
+
+/**
+ * TestClient.connect registers a teardown per socket. The run closes its own sockets, and a list of
+ * teardowns would keep every client (and its frames) alive until the end.
+ */
+const NO_TEARDOWN = { teardown: () => {} } as unknown as Test;
+
+/** A client of the run. */
+export interface ChaosClient {
+  kind: 'long-lived' | 'short-lived' | 'stalled';
+  tracked: TrackedClient;
+}
+
+/** A checked client: its report and how it ended. */
+export interface CheckedClient {
+  kind: ChaosClient['kind'];
+  /** How it ended: `stayed`, `left (close)`, `dropped by the server (1006)`, ... */
+  ending: string;
+  report: ClientReport;
+}
+
+const label = (spec: Subscription): string =>
+  `${spec.environmentId === 1 ? 'acme' : 'globex'}${spec.objectClassIds ? ` [${spec.objectClassIds.join(',')}]` : ''}`;
+
+const keyOf = (taskId: number, event: string, timestamp: string): string => `${taskId}|${event}|${timestamp}`;
+
+const isFor = (spec: Subscription, row: OutboxRow): boolean =>
+  row.environmentId === spec.environmentId &&
+  (spec.objectClassIds === null || (row.objectClassId !== null && spec.objectClassIds.includes(row.objectClassId)));
+
+/** What the population needs from the run. */
+export interface PopulationContext {
+  /** The run's own pool (the writer role), for outbox positions and reads. */
+  pool: pg.Pool;
+  server: ServerProcess;
+  writers: WriterMap;
+  /** The outbox position at the start of the run. */
+  mark: number;
+  /** Aborted when the run's time is up. */
+  signal: AbortSignal;
+  log: (text: string) => void;
+  /** What the faults are doing now, e.g. `app locked out`: refusals are counted by it. */
+  phase: () => string;
+}
+
+/** Every client of the run, and the verdicts of those already checked. */
+export class Population {
+  readonly #context: PopulationContext;
+  /** Connected until the end: checked after the final settle. */
+  readonly staying: ChaosClient[] = [];
+  readonly checked: CheckedClient[] = [];
+  readonly counts = { joined: 0, left: 0, drainTimeouts: 0, stalled: 0, stalledDropped: 0, stalledKept: 0 };
+  /** Failed connection attempts, by reason (HTTP 500 is expected while the app is cut off). */
+  readonly refused = new Map<string, number>();
+  /** Clients the server closed while they were reading: each a broken promise. */
+  readonly dropped: string[] = [];
+  readonly #droppedStaying = new Set<ChaosClient>();
+
+  constructor(context: PopulationContext) {
+    this.#context = context;
+  }
+
+  /** Connects the long-lived clients (retrying a few times: they are the run's backbone). */
+  async startLongLived(specs: readonly ClientSpec[]): Promise<void> {
+    for (const spec of specs) {
+      for (let attempt = 1; ; attempt++) {
+        const client = await this.#join(spec, spec.name, 'long-lived');
+        if (client) {
+          this.staying.push(client);
+          break;
+        }
+        if (attempt === 5) throw new Error(`the long-lived client ${spec.name} could not connect`);
+        await sleep(1000);
+      }
+    }
+  }
+
+  /** One slot of clients that come and go, one after the other, until the run's time is up. */
+  async runSlot(slot: number, random: Random): Promise<void> {
+    const { signal } = this.#context;
+    for (let round = 1; !signal.aborted; round++) {
+      await sleep(random.between(0, 3000), signal);
+      if (signal.aborted) break;
+      const spec = random.pick(CHURNING);
+      const client = await this.#join(spec, `s${slot}.${round} ${label(spec)}`, 'short-lived');
+      if (!client) continue;
+      await sleep(random.between(2000, 40_000), signal);
+      if (client.tracked.client.closed) {
+        await this.#noteDropped(client);
+        continue;
+      }
+      if (signal.aborted) {
+        this.staying.push(client);
+        break;
+      }
+      await this.#leave(client, random.pick(LEAVES));
+    }
+  }
+
+  /**
+   * A reconnect storm (a deploy, a network blip): `size` clients connect at once, stay a few
+   * seconds and leave together. Handshakes then overlap each other and the listener's reads.
+   */
+  async runStorm(index: number, size: number, random: Random): Promise<void> {
+    const specs = Array.from({ length: size }, () => random.pick(CHURNING));
+    const joined = await Promise.all(specs.map((spec, member) => this.#join(spec, `storm ${index}.${member + 1} ${label(spec)}`, 'short-lived')));
+    const clients = joined.filter((client): client is ChaosClient => client !== null);
+    this.#context.log(`storm ${index}: ${clients.length} of ${size} clients connected at once`);
+    await sleep(random.between(5000, 20_000), this.#context.signal);
+    await Promise.all(
+      clients.map(async (client) => {
+        if (client.tracked.client.closed) return this.#noteDropped(client);
+        if (this.#context.signal.aborted) return void this.staying.push(client);
+        return this.#leave(client, random.pick(LEAVES));
+      }),
+    );
+  }
+
+  /**
+   * A client that stops reading for a while: the server must drop it (heartbeat, or 1013 for
+   * unsent bytes) without it delaying anyone. What it did receive must be a gap-free prefix.
+   */
+  async runStalled(index: number, random: Random): Promise<void> {
+    const spec = LONG_LIVED[0] as ClientSpec;
+    const client = await this.#join(spec, `stalled ${index} ${label(spec)}`, 'stalled');
+    if (!client) return;
+    this.counts.stalled++;
+    const { socket } = client.tracked.client;
+    await sleep(1000);
+    socket.pause();
+    const pausedAt = performance.now();
+    await sleep(random.between(STALL_MIN, 45_000), this.#context.signal);
+    const pausedFor = performance.now() - pausedAt;
+    socket.resume();
+    const closed = await client.tracked.client.waitForClose(10_000).catch(() => null);
+    if (closed) {
+      this.counts.stalledDropped++;
+      this.#context.log(`stalled client ${index}: dropped by the server (close ${closed.code}) while it was not reading`);
+      await this.#check(client, `dropped while not reading (${closed.code})`, new Set());
+      return;
+    }
+    // Two heartbeats without an answer must have dropped it, unless the run ended first.
+    const pausedLongEnough = pausedFor >= STALL_MIN;
+    if (pausedLongEnough) this.counts.stalledKept++;
+    this.#context.log(`${pausedLongEnough ? '! ' : ''}stalled client ${index}: still connected after not reading for ${Math.round(pausedFor / 1000)} s`);
+    if (this.#context.signal.aborted) this.staying.push(client);
+    else await this.#leave(client, 'close');
+  }
+
+  /**
+   * Call after the final settle, before the server closes: a staying client closed by now was
+   * dropped by the server (a broken promise); it is then owed nothing past what it received.
+   */
+  noteDroppedStaying(): void {
+    for (const client of this.staying) {
+      if (client.tracked.client.closed) this.#droppedStaying.add(client);
+    }
+    for (const client of this.#droppedStaying) this.dropped.push(this.#describeDrop(client));
+  }
+
+  /** Checks every staying client against `rows` (every row committed during the run). */
+  checkStaying(rows: readonly OutboxRow[]): void {
+    const records = this.staying.map((client) => ({
+      ...client.tracked.record(),
+      ...(this.#droppedStaying.has(client) ? { owedOnly: new Set<number>() } : {}),
+    }));
+    const reports = checkDelivery(rows, records).clients;
+    this.staying.forEach((client, index) => {
+      const ending = this.#droppedStaying.has(client) ? `dropped by the server (${client.tracked.client.closed?.code})` : 'stayed';
+      this.checked.push({ kind: client.kind, ending, report: reports[index] as ClientReport });
+    });
+  }
+
+  async #join(spec: Subscription, name: string, kind: ChaosClient['kind']): Promise<ChaosClient | null> {
+    const { pool, server } = this.#context;
+    try {
+      const tracked = await track(pool, {
+        name,
+        ...spec,
+        connect: async () => {
+          const url = await server.endpoint(spec.environmentId, spec.objectClassIds).catch((error: Error) => {
+            const cause = error.message.replace(/^no token: /, '').replace(/te_app_[0-9a-f]+/g, '<app role>');
+            throw Object.assign(error, { reason: `no token (${cause})` });
+          });
+          const client = await TestClient.connect(NO_TEARDOWN, url);
+          client.socket.on('error', () => {}); // a reset after open ends in 'close'; it is reported there
+          return client;
+        },
+      });
+      this.counts.joined++;
+      return { kind, tracked };
+    } catch (error) {
+      const failure = error as Error & { statusCode?: number; reason?: string };
+      const reason = `${failure.reason ?? (failure.statusCode ? `HTTP ${failure.statusCode}` : failure.message)}, ${this.#context.phase()}`;
+      this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1);
+      return null;
+    }
+  }
+
+  #describeDrop(client: ChaosClient): string {
+    const closed = client.tracked.client.closed as { code: number; reason: string };
+    return `${client.tracked.record().name} (${client.kind}, close ${closed.code}${closed.reason ? ` ${closed.reason}` : ''})`;
+  }
+
+  /** A client the server closed while it was reading: noted, and checked as far as it got. */
+  async #noteDropped(client: ChaosClient): Promise<void> {
+    this.dropped.push(this.#describeDrop(client));
+    this.#context.log(`! the server closed ${this.#describeDrop(client)} while it was reading`);
+    await this.#check(client, `dropped by the server (${client.tracked.client.closed?.code})`, new Set());
+  }
+
+  /**
+   * Leaves on purpose. Unless abrupt, it first waits until it has received every event committed
+   * before it decided to leave (messages are batched: some are still on their way); then it is
+   * owed exactly those, and what came after must be a gap-free prefix of the rest.
+   */
+  async #leave(client: ChaosClient, how: Leave): Promise<void> {
+    const { client: socketClient, record } = client.tracked;
+    let owedOnly = new Set<number>();
+    if (how === 'abrupt') {
+      socketClient.socket.terminate();
+    } else {
+      const start = record().start as { before: number; after: number };
+      const committed = await readOutbox(this.#context.pool, start.before);
+      owedOnly = new Set(committed.map((row) => row.id));
+      if (!(await this.#drain(socketClient, record(), committed))) {
+        this.counts.drainTimeouts++;
+        this.#context.log(`! ${record().name}: not everything committed before it left arrived within ${DRAIN_TIMEOUT / 1000} s`);
+      }
+      if (how === 'close') {
+        socketClient.socket.close(1000);
+        await socketClient.waitForClose(5000).catch(() => socketClient.socket.terminate());
+      } else {
+        socketClient.socket.terminate();
+      }
+    }
+    this.counts.left++;
+    await this.#check(client, `left (${how})`, owedOnly);
+  }
+
+  /**
+   * Waits until the client has every row of `committed` it is owed. As the checker does, its
+   * position is its lowest row received, kept within its handshake's bracket.
+   */
+  async #drain(client: TestClient, record: ClientRecord, committed: readonly OutboxRow[]): Promise<boolean> {
+    const { before, after } = record.start as { before: number; after: number };
+    const mine = committed.filter((row) => isFor(record, row));
+    const byKey = new Map(mine.map((row) => [keyOf(row.taskId, row.event, row.timestamp), row]));
+    const received = new Set<number>();
+    let lowest = Infinity;
+    let scanned = 0;
+    const done = (): boolean => {
+      for (; scanned < client.frames.length; scanned++) {
+        const frame = client.frames[scanned];
+        if (!Array.isArray(frame)) continue;
+        for (const event of frame as ReceivedEvent[]) {
+          const row = byKey.get(keyOf(event.task_id, event.event, event.timestamp));
+          if (!row) continue;
+          received.add(row.id);
+          lowest = Math.min(lowest, row.id);
+        }
+      }
+      const position = Math.min(Math.max(lowest - 1, before), after);
+      return client.closed !== null || mine.every((row) => row.id <= position || received.has(row.id));
+    };
+    return client.waitFor(done, 'the events committed before leaving', DRAIN_TIMEOUT).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Checks a client that is gone, against the rows committed by now; its frames can then go. */
+  async #check(client: ChaosClient, ending: string, owedOnly: ReadonlySet<number>): Promise<void> {
+    const record = client.tracked.record();
+    const before = (record.start as { before: number }).before;
+    const rows = await readOutbox(this.#context.pool, Math.max(this.#context.mark, before - EARLY_WINDOW), (taskId) => this.#context.writers.get(taskId));
+    const report = checkDelivery(rows, [{ ...record, owedOnly }]).clients[0] as ClientReport;
+    this.checked.push({ kind: client.kind, ending, report });
+  }
+}
