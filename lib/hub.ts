@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import { EventBuffer, serialize, type TaskEvent } from './buffer.js';
+import { HandshakeHistory, type Ticket } from './handshakes.js';
+
+export type { Ticket } from './handshakes.js';
 
 /** What a socket subscribes to: one environment, optionally some object classes. */
 export interface Subscription {
@@ -11,14 +14,6 @@ export interface Subscription {
   afterEventId: number;
   /** From {@link Hub.reserve}, taken before that position was read. */
   ticket: Ticket;
-}
-
-/** Marks the start of a handshake, so events published during it can be replayed to it. */
-export interface Ticket {
-  readonly id: number;
-  /** How many batches had been published when the handshake started. */
-  readonly seq: number;
-  readonly at: number;
 }
 
 /** A socket with messages of its own until the group's next timed message. */
@@ -62,9 +57,6 @@ const TRY_AGAIN_LATER = 1013;
 /** A slow client gets this long to take its close frame before its socket is destroyed. */
 const SLOW_CLOSE_GRACE = 5000;
 
-/** A handshake that never joins (the client vanished mid-upgrade) stops pinning history after this. */
-const TICKET_MAX_AGE = 60_000;
-
 /**
  * Groups of sockets per environment and filter, the flush timers, and one serialization per
  * message per group. Fed by {@link Hub.publish}; knows nothing of PostgreSQL.
@@ -77,10 +69,7 @@ export class Hub extends EventEmitter {
   readonly #groups = new Map<string, Group>();
   readonly #byEnvironment = new Map<number, Set<Group>>();
   readonly #groupOf = new Map<WebSocket, Group>();
-  readonly #tickets = new Map<number, Ticket>();
-  #history: { seq: number; events: readonly TaskEvent[] }[] = [];
-  #seq = 0;
-  #ticketIds = 0;
+  readonly #handshakes = new HandshakeHistory();
   #eventsReceived = 0;
   #messagesSent = 0;
   #slowConsumersClosed = 0;
@@ -102,15 +91,12 @@ export class Hub extends EventEmitter {
 
   /** Call at the start of a handshake, before its outbox position is read. */
   reserve(): Ticket {
-    const ticket = { id: ++this.#ticketIds, seq: this.#seq, at: Date.now() };
-    this.#tickets.set(ticket.id, ticket);
-    return ticket;
+    return this.#handshakes.reserve();
   }
 
   /** Ends a handshake that will not join. */
   release(ticket: Ticket): void {
-    this.#tickets.delete(ticket.id);
-    this.#trimHistory();
+    this.#handshakes.release(ticket);
   }
 
   /** Adds an open socket; it receives the events after its position, from its next message on. */
@@ -119,11 +105,8 @@ export class Hub extends EventEmitter {
     const group = this.#group(environmentId, objectClassIds);
     // Events published since the handshake started may be after this socket's position.
     const missed = new EventBuffer();
-    for (const batch of this.#history) {
-      if (batch.seq <= ticket.seq) continue;
-      for (const event of batch.events) {
-        if (event.id > afterEventId && accepts(group, event)) missed.push(event);
-      }
+    for (const event of this.#handshakes.since(ticket)) {
+      if (event.id > afterEventId && accepts(group, event)) missed.push(event);
     }
     this.release(ticket);
     this.#groupOf.set(socket, group);
@@ -154,9 +137,8 @@ export class Hub extends EventEmitter {
 
   /** Appends events read from the outbox, in the order they were read. */
   publish(events: readonly TaskEvent[]): void {
-    this.#seq++;
     this.#eventsReceived += events.length;
-    if (this.#tickets.size) this.#history.push({ seq: this.#seq, events });
+    this.#handshakes.record(events);
     const touched = new Set<Group>();
     for (const event of events) {
       const groups = this.#byEnvironment.get(event.environmentId);
@@ -293,16 +275,6 @@ export class Hub extends EventEmitter {
     socket.close(TRY_AGAIN_LATER, `Client too slow: over ${this.#options.maxBufferedBytes} bytes unsent`);
     setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE).unref();
     this.emit('slow-consumer', { environmentId: group.environmentId, bufferedAmount });
-  }
-
-  #trimHistory(): void {
-    const now = Date.now();
-    let oldest = Infinity;
-    for (const [id, ticket] of this.#tickets) {
-      if (now - ticket.at > TICKET_MAX_AGE) this.#tickets.delete(id);
-      else oldest = Math.min(oldest, ticket.seq);
-    }
-    this.#history = oldest === Infinity ? [] : this.#history.filter((batch) => batch.seq > oldest);
   }
 }
 
