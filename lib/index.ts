@@ -79,10 +79,8 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
 
   const tokens = new TokenStore(pool, options.tokenTtl);
   const hub = new Hub({ messageTime: options.messageTime, messageLimit: options.messageLimit, maxBufferedBytes: options.maxBufferedBytes });
-  const heartbeat = new Heartbeat(options.heartbeatInterval, (socket) => {
-    hub.leave(socket);
-    events.emit('heartbeat-timeout');
-  });
+  // The terminated socket's own 'close' takes it out of the hub.
+  const heartbeat = new Heartbeat(options.heartbeatInterval, () => events.emit('heartbeat-timeout'));
   const listener = new Listener({
     pool,
     connection,

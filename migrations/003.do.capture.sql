@@ -25,15 +25,21 @@ $$;
 
 -- Arguments of the task triggers: id column, environment column, object class column, status
 -- column ('' when the table has none), then the columns whose change is no event (updated_at).
-CREATE FUNCTION task_events.capture_task_insert()
+
+-- One event per row for INSERT (task_created) and DELETE (task_deleted), read from the statement's
+-- transition table; TRUNCATE has none, so its BEFORE trigger reads the rows still in the table.
+CREATE FUNCTION task_events.capture_task_rows()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   written bigint;
+  source text := CASE TG_OP WHEN 'INSERT' THEN 'new_rows' WHEN 'DELETE' THEN 'old_rows'
+                            ELSE format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME) END;
 BEGIN
   EXECUTE format(
     'INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
-     SELECT n.%2$I, n.%1$I, n.%3$I, ''task_created'' FROM new_rows n ORDER BY n.%1$I',
-    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2]);
+     SELECT r.%2$I, r.%1$I, r.%3$I, %4$L FROM %5$s r ORDER BY r.%1$I',
+    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2],
+    CASE TG_OP WHEN 'INSERT' THEN 'task_created' ELSE 'task_deleted' END, source);
   GET DIAGNOSTICS written = ROW_COUNT;
   IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
   RETURN NULL;
@@ -62,37 +68,6 @@ BEGIN
      ORDER BY n.%1$I, e.rank',
     TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], status_changed)
   USING TG_ARGV[3:]::text[];
-  GET DIAGNOSTICS written = ROW_COUNT;
-  IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
-  RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION task_events.capture_task_delete()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  written bigint;
-BEGIN
-  EXECUTE format(
-    'INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
-     SELECT o.%2$I, o.%1$I, o.%3$I, ''task_deleted'' FROM old_rows o ORDER BY o.%1$I',
-    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2]);
-  GET DIAGNOSTICS written = ROW_COUNT;
-  IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
-  RETURN NULL;
-END
-$$;
-
--- TRUNCATE has no transition table: before the rows go, each becomes a task_deleted event.
-CREATE FUNCTION task_events.capture_task_truncate()
-RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  written bigint;
-BEGIN
-  EXECUTE format(
-    'INSERT INTO task_events.outbox (environment_id, task_id, object_class_id, event)
-     SELECT o.%2$I, o.%1$I, o.%3$I, ''task_deleted'' FROM %4$I.%5$I o ORDER BY o.%1$I',
-    TG_ARGV[0], TG_ARGV[1], TG_ARGV[2], TG_TABLE_SCHEMA, TG_TABLE_NAME);
   GET DIAGNOSTICS written = ROW_COUNT;
   IF written > 0 THEN PERFORM pg_notify('task_events', ''); END IF;
   RETURN NULL;
@@ -194,15 +169,15 @@ BEGIN
 
   EXECUTE format('CREATE TRIGGER task_events_insert AFTER INSERT ON %s
                   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-                  EXECUTE FUNCTION task_events.capture_task_insert(%s)', tasks_table, task_args);
+                  EXECUTE FUNCTION task_events.capture_task_rows(%s)', tasks_table, task_args);
   EXECUTE format('CREATE TRIGGER task_events_update AFTER UPDATE ON %s
                   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
                   EXECUTE FUNCTION task_events.capture_task_update(%s)', tasks_table, task_args);
   EXECUTE format('CREATE TRIGGER task_events_delete AFTER DELETE ON %s
                   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
-                  EXECUTE FUNCTION task_events.capture_task_delete(%s)', tasks_table, task_args);
+                  EXECUTE FUNCTION task_events.capture_task_rows(%s)', tasks_table, task_args);
   EXECUTE format('CREATE TRIGGER task_events_truncate BEFORE TRUNCATE ON %s
-                  FOR EACH STATEMENT EXECUTE FUNCTION task_events.capture_task_truncate(%s)', tasks_table, task_args);
+                  FOR EACH STATEMENT EXECUTE FUNCTION task_events.capture_task_rows(%s)', tasks_table, task_args);
 
   FOR link IN SELECT * FROM (VALUES (task_owners, 'owner'), (task_assignees, 'assignee')) AS l(tbl, kind)
               WHERE l.tbl IS NOT NULL LOOP
@@ -223,6 +198,5 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION
-  task_events.capture_task_insert(), task_events.capture_task_update(), task_events.capture_task_delete(),
-  task_events.capture_task_truncate(), task_events.capture_link_change()
+  task_events.capture_task_rows(), task_events.capture_task_update(), task_events.capture_link_change()
 FROM PUBLIC;
