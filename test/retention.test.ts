@@ -11,8 +11,8 @@ const rows = (count: number): string =>
  * own marks use the snapshot's xmin, which other databases' transactions on a shared server can
  * hold back; the next xid to be assigned makes these tests independent of them.)
  */
-const markTaken = (age: string): string =>
-  `INSERT INTO task_events.prune_horizon (taken_at, oldest_running) VALUES (now() - interval '${age}', pg_snapshot_xmax(pg_current_snapshot()))`;
+const markTaken = (age: string, oldestRunning = 'pg_snapshot_xmax(pg_current_snapshot())'): string =>
+  `INSERT INTO task_events.prune_horizon (taken_at, oldest_running) VALUES (now() - interval '${age}', ${oldestRunning})`;
 
 t.test('outbox rows committed longer ago than the retention, and expired tokens, are pruned in batches', async (t) => {
   const db = await createTestDatabase(t);
@@ -60,7 +60,9 @@ t.test('a transaction open longer than the retention is kept until it has been c
   t.teardown(() => slow.release());
   await slow.query('BEGIN');
   await slow.query(rows(5)); // inserted now, committed much later
-  await db.pool.query(markTaken('3 hours')); // taken while the transaction runs: it is not below it
+  const { rows: [running] } = await slow.query('SELECT pg_current_xact_id()::text AS xid');
+  // A mark taken while the transaction runs: the oldest running transaction is at most this one.
+  await db.pool.query(markTaken('3 hours', `'${running.xid}'::xid8`));
   await slow.query('COMMIT');
   t.same(await server.app.taskEvents.prune(), { outbox: 0, tokens: 0 });
   await db.pool.query(markTaken('2 hours')); // as if its commit were two hours old
