@@ -84,3 +84,38 @@ export async function writeResult(name: string, startedAt: Date, result: Record<
   await writeFile(file, `${JSON.stringify({ startedAt: startedAt.toISOString(), machine: machine(), ...result }, null, 2)}\n`);
   return file.pathname;
 }
+
+/** How a measurement is judged: against its reference (a ratio) or against a fixed bound. */
+export type Target =
+  | { kind: 'ratio-at-least' | 'ratio-at-most'; value: number }
+  | { kind: 'at-most' | 'at-least'; value: number };
+
+/** One row of `npm run bench`: our figure, its reference measured in the same run, the target. */
+export interface BenchRow {
+  /** What was measured, e.g. 'fan-out, 1,000 clients: commit → all have 1,000 events'. */
+  name: string;
+  unit: string;
+  ours: number;
+  reference: { label: string; value: number };
+  target: Target;
+}
+
+/** Ours divided by the reference, and whether the target is met. */
+export function verdict(row: BenchRow): { ratio: number; met: boolean } {
+  const ratio = row.ours / row.reference.value;
+  const { kind, value } = row.target;
+  const met =
+    kind === 'ratio-at-least' ? ratio >= value
+    : kind === 'ratio-at-most' ? ratio <= value
+    : kind === 'at-most' ? row.ours <= value
+    : row.ours >= value;
+  return { ratio, met };
+}
+
+/** The target as text: '≥ 0.80×', '≤ 1.25×', '≤ 20 KB'. */
+export function targetText(row: BenchRow): string {
+  const { kind, value } = row.target;
+  if (kind === 'ratio-at-least') return `≥ ${value.toFixed(2)}×`;
+  if (kind === 'ratio-at-most') return `≤ ${value.toFixed(2)}×`;
+  return `${kind === 'at-most' ? '≤' : '≥'} ${value.toLocaleString('en-US')} ${row.unit}`;
+}
