@@ -1,8 +1,9 @@
 // The plugin in a process of its own for the load test and bench (test/helpers/load.ts), so the
 // server and the thousands of clients do not share one event loop. LOAD_DATABASE_URL names the
 // database; LOAD_MESSAGE_TIME optionally sets messageTime. One JSON line per answer on stdout;
-// on stdin, `stats` reports memory and the hub's counters, `close` closes the app. Each message
-// the hub sends is reported as `flushed`.
+// on stdin, `stats` reports memory and the hub's counters (`stats gc`: after a full collection, when
+// run with --expose-gc), `close` closes the app. Each message the hub sends is reported as `flushed`.
+// bench/reference-server.ts speaks the same lines.
 import Fastify from 'fastify';
 import { createInterface } from 'node:readline';
 import taskEvents from '../../lib/index.js';
@@ -29,7 +30,8 @@ say({ ready: true, port: typeof address === 'object' && address ? address.port :
 const input = createInterface({ input: process.stdin });
 input.on('line', (line) => {
   const command = line.trim();
-  if (command === 'stats') {
+  if (command === 'stats' || command === 'stats gc') {
+    if (command === 'stats gc') global.gc?.();
     const { rss, heapUsed } = process.memoryUsage();
     say({ stats: { rss, heapUsed, ...app.taskEvents.stats() } });
   } else if (command === 'close') {

@@ -62,8 +62,28 @@ export interface LoadResult {
   problems: DeliveryProblems;
 }
 
-/** The plugin server of a run, in its own process (test/helpers/load-server.ts). */
-class ServerProcess {
+/** How to start a {@link ServerProcess}. */
+export interface ServerProcessOptions {
+  /** A script speaking load-server.ts's lines; default: load-server.ts itself. */
+  script?: string;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  /** Node flags before the script, e.g. `--expose-gc`. */
+  nodeFlags?: string[];
+  /** How long it may take to listen, ms. */
+  timeout: number;
+}
+
+/** What a server process reports on `stats`. */
+export interface ServerStats {
+  rss: number;
+  heapUsed: number;
+  /** Open connections, as the server counts them (the plugin: joined to the hub). */
+  connections: number;
+}
+
+/** A server of a run in its own process (by default the plugin's, test/helpers/load-server.ts). */
+export class ServerProcess {
   readonly #child: ChildProcess;
   readonly #lines: Record<string, unknown>[] = [];
   readonly #waiters = new Set<() => void>();
@@ -84,10 +104,14 @@ class ServerProcess {
     });
   }
 
-  static async start(databaseUrl: string, messageTime: number | undefined, timeout: number): Promise<ServerProcess> {
-    const script = fileURLToPath(new URL('./load-server.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', script], {
-      env: { ...process.env, LOAD_DATABASE_URL: databaseUrl, LOAD_MESSAGE_TIME: messageTime === undefined ? '' : String(messageTime) },
+  /**
+   * Starts `script` (default: the plugin server, test/helpers/load-server.ts; the bare-ws reference
+   * of bench/ speaks the same lines) and waits until it listens.
+   */
+  static async start(options: ServerProcessOptions): Promise<ServerProcess> {
+    const { script = fileURLToPath(new URL('./load-server.ts', import.meta.url)), env = {}, nodeFlags = [], timeout } = options;
+    const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', script], {
+      env: { ...process.env, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const server = new ServerProcess(child);
@@ -116,11 +140,17 @@ class ServerProcess {
     return Math.max(...flushes().map((flush) => flush.at));
   }
 
-  async stats(): Promise<{ rss: number; connections: number }> {
+  /** Memory and connections now; with `gc`, after a full garbage collection (needs --expose-gc). */
+  async stats(gc = false): Promise<ServerStats> {
+    return (await this.request(gc ? 'stats gc' : 'stats', 'stats', 10_000)) as unknown as ServerStats;
+  }
+
+  /** Writes `command` on the server's stdin; resolves with the `key` of its next line that has one. */
+  async request(command: string, key: string, timeout: number): Promise<Record<string, unknown>> {
     const seen = this.#lines.length;
-    this.#child.stdin?.write('stats\n');
-    const line = await this.#next((line, index) => index >= seen && 'stats' in line, 'stats', 10_000);
-    return line.stats as { rss: number; connections: number };
+    this.#child.stdin?.write(`${command}\n`);
+    const line = await this.#next((line, index) => index >= seen && key in line, key, timeout);
+    return line[key] as Record<string, unknown>;
   }
 
   /** Closes the app and waits for the process to exit; kills it past `timeout`. */
@@ -156,7 +186,7 @@ class ServerProcess {
 }
 
 /** Resolves when `condition` holds, re-checked whenever a member of `waiters` is called. */
-function waitFor(waiters: Set<() => void>, condition: () => boolean, what: string, timeout: number): Promise<void> {
+export function waitFor(waiters: Set<() => void>, condition: () => boolean, what: string, timeout: number): Promise<void> {
   if (condition()) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const check = (): void => {
@@ -186,7 +216,7 @@ interface LoadClient {
 }
 
 /** Mints `count` tokens of alice (environment 1) in one statement; only their hashes are stored. */
-async function issueTokens(pool: pg.Pool, count: number): Promise<string[]> {
+export async function issueTokens(pool: pg.Pool, count: number): Promise<string[]> {
   const { rows } = await pool.query<{ token: string }>(
     `WITH minted AS MATERIALIZED (SELECT gen_random_uuid()::text AS token FROM generate_series(1, $1::int)),
      stored AS (INSERT INTO task_events.tokens (token_hash, environment_id, user_id, expires_at)
@@ -237,7 +267,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   };
   let server: ServerProcess | undefined;
   try {
-    server = await ServerProcess.start(databaseUrl, messageTime, phaseTimeout);
+    server = await ServerProcess.start({
+      env: { LOAD_DATABASE_URL: databaseUrl, LOAD_MESSAGE_TIME: messageTime === undefined ? '' : String(messageTime) },
+      timeout: phaseTimeout,
+    });
     const idle = await server.stats();
     const tokens = await issueTokens(pool, count);
     log(`server on port ${server.port}, rss ${mib(idle.rss)}; connecting ${count} clients`);
