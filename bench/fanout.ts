@@ -1,0 +1,181 @@
+// Fan-out (issue 4): "commit → every client has the 1,000 events", the plugin against a bare `ws`
+// server broadcasting one pre-serialized 1,000-event array (bench/reference-server.ts), at each
+// number of clients, in the same run, rounds interleaved. Both servers run in processes of their
+// own; the clients live here and only count events (bench/clients.ts), the same for both.
+// - reference: from telling the bare server `send` to the last client having the whole message;
+// - ours: from the return of one autocommitted `INSERT … SELECT generate_series` of 1,000 tasks
+//   (the plugin is woken by its commit) to the last client having all 1,000 events.
+// Each figure is the median of `--rounds` rounds, after one round that warms both up.
+//
+//   npm run bench:fanout [-- --clients 1000,4000 --rounds 5 --concurrency 200]
+//
+// Runs against a fresh database on TEST_DATABASE_URL (or DATABASE_URL), dropped after; with neither
+// set, a throwaway embedded PostgreSQL. Writes JSON to bench/results/ (git-ignored).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { issueTokens, ServerProcess } from '../test/helpers/load.js';
+import { ClientPool, startReferenceServer, untilServerCounts } from './clients.js';
+import { isMain, runStandalone } from './standalone.js';
+import { positive, type BenchRow } from './support.js';
+
+/** Events per round: the plugin's messageLimit, so its batch goes out at once. */
+const EVENTS = 1000;
+const PHASE_TIMEOUT = 120_000;
+
+/** What {@link run} measures. */
+export interface FanoutOptions {
+  /** A database with our migrations and the reference schema (see withBenchDatabase). */
+  databaseUrl: string;
+  /** Numbers of clients, one pair of rows each; default 1,000 and 4,000. */
+  clients?: readonly number[];
+  /** Measured rounds per size (after one warm-up round); default 5. */
+  rounds?: number;
+  /** Handshakes in flight at once; default 200. */
+  concurrency?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * Every round's times, ms, per number of clients: to the last client having every event, and to
+ * the server's last send call (the rest is the clients' reading).
+ */
+export interface FanoutDetail {
+  sizes: { clients: number; referenceMs: number[]; oursMs: number[]; referenceServerSentMs: (number | null)[]; oursServerSentMs: (number | null)[] }[];
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** Throws unless each sampled client received `events` events of the expected shape (and ids, when given). */
+function checkSamples(pool: ClientPool, events: number, taskIds: readonly number[] | null): void {
+  const expected = taskIds && [...taskIds].sort((a, b) => a - b).join();
+  for (const sample of pool.samples()) {
+    const received = sample as { task_id?: unknown; event?: unknown; timestamp?: unknown }[];
+    if (received.length !== events) throw new Error(`a sampled client parsed ${received.length} events, ${events} expected`);
+    if (!received.every((event) => typeof event.task_id === 'number' && event.event === 'task_created' && typeof event.timestamp === 'string')) {
+      throw new Error('a sampled client received an event of another shape');
+    }
+    if (expected && received.map((event) => event.task_id as number).sort((a, b) => a - b).join() !== expected) {
+      throw new Error('a sampled client received other tasks than the statement created');
+    }
+  }
+}
+
+/** One round's times, ms: to every client having the events, and to the server's last send call. */
+interface Round {
+  ms: number;
+  serverSentMs: number | null;
+}
+
+/** One round of the reference: `send`, then every client has the message. */
+async function referenceRound(server: ServerProcess, pool: ClientPool): Promise<Round> {
+  let sentMs: number | null = null;
+  const ms = await pool.round(EVENTS, PHASE_TIMEOUT, async () => {
+    const startedAt = performance.now();
+    const startedEpoch = Date.now();
+    const sent = await server.request('send', 'sent', PHASE_TIMEOUT);
+    sentMs = Number(sent.at) - startedEpoch;
+    return startedAt;
+  });
+  checkSamples(pool, EVENTS, null);
+  return { ms, serverSentMs: sentMs };
+}
+
+/** One round of ours: one statement creating EVENTS tasks, then every client has their events. */
+async function ourRound(server: ServerProcess, database: pg.Pool, pool: ClientPool): Promise<Round> {
+  let taskIds: number[] = [];
+  let startedEpoch = 0;
+  let committedEpoch = 0;
+  const ms = await pool.round(EVENTS, PHASE_TIMEOUT, async () => {
+    startedEpoch = Date.now();
+    const { rows } = await database.query<{ id: string }>(
+      `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 1, 1 + n % 3, 'fan-out ' || n FROM generate_series(1, $1::int) n RETURNING id`,
+      [EVENTS],
+    );
+    const committedAt = performance.now();
+    committedEpoch = Date.now();
+    taskIds = rows.map((row) => Number(row.id));
+    return committedAt;
+  });
+  checkSamples(pool, EVENTS, taskIds);
+  const sentAt = await server.sentAt(startedEpoch, EVENTS, 10_000);
+  return { ms, serverSentMs: sentAt === null ? null : sentAt - committedEpoch };
+}
+
+/** Both servers up; for each size, clients on both, then rounds alternating which goes first. */
+export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[]; detail: FanoutDetail }> {
+  const { databaseUrl, clients: sizes = [1000, 4000], rounds = 5, concurrency = 200, log = () => {} } = options;
+  const database = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  const servers: ServerProcess[] = [];
+  const detail: FanoutDetail = { sizes: [] };
+  try {
+    const reference = await startReferenceServer(PHASE_TIMEOUT);
+    servers.push(reference);
+    // Default messageTime (5 s): 1,000 events fill messageLimit, so the message leaves at once.
+    const ours = await ServerProcess.start({ env: { LOAD_DATABASE_URL: databaseUrl }, timeout: PHASE_TIMEOUT });
+    servers.push(ours);
+    for (const size of sizes) {
+      const referenceUrl = `ws://127.0.0.1:${reference.port}/`;
+      const ourUrl = `ws://127.0.0.1:${ours.port}/ws/events/tasks/?uuid=`;
+      const referenceClients = await ClientPool.connect(Array.from({ length: size }, () => referenceUrl), concurrency, PHASE_TIMEOUT);
+      const ourClients = await ClientPool.connect((await issueTokens(database, size)).map((token) => ourUrl + token), concurrency, PHASE_TIMEOUT).catch(
+        (error: unknown) => {
+          referenceClients.close();
+          throw error;
+        },
+      );
+      try {
+        await untilServerCounts(ours, size, PHASE_TIMEOUT);
+        log(`${size} clients on each server`);
+        const times: FanoutDetail['sizes'][number] = { clients: size, referenceMs: [], oursMs: [], referenceServerSentMs: [], oursServerSentMs: [] };
+        for (let round = 0; round <= rounds; round++) {
+          const order = round % 2 ? ['ours', 'reference'] : ['reference', 'ours'];
+          for (const which of order) {
+            const { ms, serverSentMs } = which === 'ours' ? await ourRound(ours, database, ourClients) : await referenceRound(reference, referenceClients);
+            if (round > 0) {
+              (which === 'ours' ? times.oursMs : times.referenceMs).push(Math.round(ms));
+              (which === 'ours' ? times.oursServerSentMs : times.referenceServerSentMs).push(serverSentMs);
+            }
+            log(`${size} clients, ${round ? `round ${round}` : 'warm-up'}: ${which} ${Math.round(ms)} ms (server's last send call at ${serverSentMs} ms)`);
+            await sleep(200);
+          }
+        }
+        detail.sizes.push(times);
+      } finally {
+        referenceClients.close();
+        ourClients.close();
+      }
+    }
+  } finally {
+    await Promise.all(servers.map((server) => server.close(30_000).catch(() => server.kill())));
+    await database.end();
+  }
+  return { rows: detail.sizes.map(row), detail };
+}
+
+function row({ clients, referenceMs, oursMs }: FanoutDetail['sizes'][number]): BenchRow {
+  return {
+    name: `fan-out, ${clients.toLocaleString('en-US')} clients: commit → all have ${EVENTS.toLocaleString('en-US')} events`,
+    unit: 'ms',
+    ours: median(oursMs),
+    reference: { label: 'bare ws broadcast', value: median(referenceMs) },
+    target: { kind: 'ratio-at-most', value: 1.25 },
+  };
+}
+
+/** The fan-out rows: ours against the bare-ws broadcast, one per number of clients. */
+export async function run(options: FanoutOptions): Promise<BenchRow[]> {
+  return (await measure(options)).rows;
+}
+
+if (isMain(import.meta.url)) {
+  const { values } = parseArgs({ options: { clients: { type: 'string' }, rounds: { type: 'string' }, concurrency: { type: 'string' } } });
+  const clients = (values.clients ?? '1000,4000').split(',').map((size) => positive('clients', size.trim(), 0));
+  const rounds = positive('rounds', values.rounds, 5);
+  const concurrency = positive('concurrency', values.concurrency, 200);
+  runStandalone('fanout', { clients, rounds, concurrency }, (databaseUrl, log) => measure({ databaseUrl, clients, rounds, concurrency, log }));
+}
