@@ -17,7 +17,7 @@ import pg from 'pg';
 import { issueTokens, ServerProcess } from '../test/helpers/load.js';
 import { ClientPool, startReferenceServer, untilServerCounts } from './clients.js';
 import { isMain, runStandalone } from './standalone.js';
-import { positive, type BenchRow } from './support.js';
+import { median, positive, type BenchRow } from './support.js';
 
 /** Events per round: the plugin's messageLimit, so its batch goes out at once. */
 const EVENTS = 1000;
@@ -42,12 +42,6 @@ export interface FanoutOptions {
  */
 export interface FanoutDetail {
   sizes: { clients: number; referenceMs: number[]; oursMs: number[]; referenceServerSentMs: (number | null)[]; oursServerSentMs: (number | null)[] }[];
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /** Throws unless each sampled client received `events` events of the expected shape (and ids, when given). */

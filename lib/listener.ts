@@ -4,7 +4,10 @@ import pgListen from 'pg-listen';
 import type { TaskEvent } from './buffer.js';
 import { checkout } from './pool.js';
 
-/** The channel the capture triggers notify; the payload is empty, the outbox holds the events. */
+/**
+ * The channel the capture triggers notify (only the first writer after each read: the doorbell);
+ * the payload is empty, the outbox holds the events.
+ */
 export const CHANNEL = 'task_events';
 
 /** What the listener needs; it knows nothing of sockets. */
@@ -21,6 +24,17 @@ export interface ListenerOptions {
 }
 
 const RETRY_BASE = 100;
+/**
+ * Milliseconds before reading again while other transactions still hold the outbox: 25, doubled
+ * while the same ones stay open (a long transaction), at most {@link DOORBELL_CHECK}.
+ */
+export const FOLLOW_UP_DELAY = 25;
+/**
+ * Milliseconds between looks at the doorbell: when a writer took it since the last read but no
+ * NOTIFY came (the ringer is still open, or rolled back), read anyway. This bounds how late a
+ * read can be while writes go on, so events stay within messageTime + 250 ms.
+ */
+export const DOORBELL_CHECK = 200;
 const RETRY_CAP = 5000;
 
 /** Capped exponential backoff with full jitter: the n-th retry waits up to 100·2ⁿ ms, at most 5 s. */
@@ -40,6 +54,20 @@ const NEW_ROWS = `
   WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
      OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
   ORDER BY id`;
+
+// Before each read: re-arm the doorbell (the next writer to take its first value notifies), then
+// ask whether other transactions hold the outbox (they have written events and not committed yet).
+// Arming first, then looking, then taking the snapshot: a writer the snapshot misses either held
+// the outbox when we looked (so we read again soon) or wrote after the arm (so it, or an earlier
+// writer since the arm, rings). See migrations/005.do.cheap-writes.sql.
+const ARM_AND_LOOK = `
+  SELECT task_events.arm_doorbell();
+  SELECT EXISTS (
+    SELECT FROM pg_locks
+    WHERE locktype = 'relation' AND relation = 'task_events.outbox'::regclass
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
+  ) AS writing`;
 
 interface OutboxRow {
   id: string;
@@ -66,8 +94,10 @@ type Subscriber = ReturnType<typeof pgListen.default>;
 
 /**
  * Reads new outbox rows and hands them on, in order, once each. A NOTIFY on {@link CHANNEL}
- * wakes it; so does every (re)connect of the LISTEN connection and a timer, so an event is late
- * by at most `pollInterval` when its wake-up was lost. Nothing here gives up: reads and the LISTEN
+ * wakes it; so does every (re)connect of the LISTEN connection, a follow-up read
+ * {@link FOLLOW_UP_DELAY} ms after a read that saw other transactions writing the outbox, and a
+ * timer, so an event is late by at most `pollInterval` when its wake-up was lost (a writer that
+ * rang the doorbell and then rolled back). Nothing here gives up: reads and the LISTEN
  * connection retry forever (capped, jittered) until {@link Listener.close}.
  *
  * Emits `connected` (LISTEN is active), `reconnecting` (attempt), `caught-up` ({ events }) after
@@ -87,6 +117,10 @@ export class Listener extends EventEmitter {
   #subscribing: Promise<void> | null = null;
   #pollTimer: NodeJS.Timeout | null = null;
   #readRetryTimer: NodeJS.Timeout | null = null;
+  #followUpTimer: NodeJS.Timeout | null = null;
+  /** Follow-up reads in a row that found nothing new (the delay doubles with each). */
+  #idleFollowUps = 0;
+  #doorbellTimer: NodeJS.Timeout | null = null;
   #subscribeTimer: NodeJS.Timeout | null = null;
 
   constructor(options: ListenerOptions) {
@@ -102,6 +136,7 @@ export class Listener extends EventEmitter {
     const { rows } = await this.#options.pool.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
     this.#snapshot = (rows[0] as { snapshot: string }).snapshot;
     this.#pollTimer = setInterval(() => this.wake(), this.#options.pollInterval).unref();
+    this.#doorbellTimer = setInterval(() => void this.#checkDoorbell(), DOORBELL_CHECK).unref();
     this.#startSubscribe(0);
   }
 
@@ -133,6 +168,8 @@ export class Listener extends EventEmitter {
     this.#closing = true;
     if (this.#pollTimer) clearInterval(this.#pollTimer);
     if (this.#readRetryTimer) clearTimeout(this.#readRetryTimer);
+    if (this.#followUpTimer) clearTimeout(this.#followUpTimer);
+    if (this.#doorbellTimer) clearInterval(this.#doorbellTimer);
     if (this.#subscribeTimer) clearTimeout(this.#subscribeTimer);
     await this.#reading;
     await this.#subscribing;
@@ -145,9 +182,12 @@ export class Listener extends EventEmitter {
     do {
       this.#readAgain = false;
       try {
-        const count = await this.#read();
+        const { count, writing } = await this.#read();
         this.#readFailures = 0;
         this.emit('caught-up', { events: count });
+        this.#idleFollowUps = count > 0 ? 0 : this.#idleFollowUps + 1;
+        if (writing) this.#followUp();
+        else this.#idleFollowUps = 0;
       } catch (error) {
         this.emit('warning', new Error('task events: reading the outbox failed; retrying', { cause: error }));
         if (this.#closing) return;
@@ -157,11 +197,35 @@ export class Listener extends EventEmitter {
     } while (this.#readAgain && !this.#closing);
   }
 
-  async #read(): Promise<number> {
+  /** Reads again shortly: transactions that held the outbox during the last read may commit unrung. */
+  #followUp(): void {
+    if (this.#followUpTimer || this.#closing) return;
+    const delay = Math.min(DOORBELL_CHECK, FOLLOW_UP_DELAY * 2 ** Math.min(this.#idleFollowUps, 8));
+    this.#followUpTimer = setTimeout(() => {
+      this.#followUpTimer = null;
+      this.wake();
+    }, delay);
+  }
+
+  /** Reads when a writer took the doorbell since the last read (its NOTIFY may be late or lost). */
+  async #checkDoorbell(): Promise<void> {
+    if (this.#reading || this.#closing || this.#snapshot === null) return;
+    try {
+      const { rows } = await this.#options.pool.query<{ taken: boolean }>('SELECT is_called AS taken FROM task_events.doorbell');
+      if (rows[0]?.taken) this.wake();
+    } catch {
+      // the read's own retries report database trouble; a missed look is made up by the next one
+    }
+  }
+
+  /** One read: the events committed since the last one, and whether others were writing. */
+  async #read(): Promise<{ count: number; writing: boolean }> {
     const { pool, readBatchSize, onEvents } = this.#options;
     const client = await checkout(pool);
     let count = 0;
     try {
+      const looked = (await client.query(ARM_AND_LOOK)) as unknown as pg.QueryResult<{ writing: boolean }>[];
+      const writing = Boolean(looked[1]?.rows[0]?.writing);
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
       const snapshot = (rows[0] as { snapshot: string }).snapshot;
@@ -185,7 +249,7 @@ export class Listener extends EventEmitter {
       this.#snapshot = snapshot;
       this.#handedOn.clear();
       client.giveBack();
-      return count;
+      return { count, writing };
     } catch (error) {
       client.giveBack(error as Error);
       throw error;

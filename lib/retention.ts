@@ -27,10 +27,11 @@ const HORIZON = `
   SELECT max(oldest_running) FROM task_events.prune_horizon
   WHERE taken_at < now() - make_interval(secs => $1::double precision / 1000)`;
 
+// By row address: the outbox's one index is on xid (an index on id would slow every writer).
 const PRUNE_OUTBOX = `
-  DELETE FROM task_events.outbox WHERE id IN (
-    SELECT id FROM task_events.outbox WHERE xid < (${HORIZON})
-    ORDER BY id LIMIT ${PRUNE_BATCH})`;
+  DELETE FROM task_events.outbox WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM task_events.outbox WHERE xid < (${HORIZON})
+    ORDER BY xid LIMIT ${PRUNE_BATCH}))`;
 
 // Marks older than the one in use will never be needed again.
 const PRUNE_MARKS = `

@@ -261,6 +261,14 @@ t.test('a transaction writing many rows sends one notification', async (t) => {
   t.equal((await listener.drain()).length, 1);
 });
 
+t.test('the doorbell: only the first writer after the listener armed it notifies', async (t) => {
+  const listener = await listen(t, db.url);
+  await createTasks([1, 1], [1, 2], [2, 4]);
+  t.equal((await listener.drain()).length, 1, 'three writes, one notification');
+  await createTasks([1, 3]);
+  t.equal((await listener.drain()).length, 1, 'armed again by the drain: the next write rings');
+});
+
 t.test('a rolled-back transaction and a write that changes nothing send no notification', async (t) => {
   const [id] = await createTasks([1, 1]);
   const listener = await listen(t, db.url);

@@ -2,6 +2,7 @@
 // commit out of id order, a NOTIFY that never comes, one statement that writes 20,000 events.
 // Always against the real plugin, a real PostgreSQL and real `ws` clients.
 import t from 'tap';
+import type pg from 'pg';
 import {
   createAppRole,
   startWriter,
@@ -157,6 +158,43 @@ t.test('transactions committing out of id order across a listener reconnect: the
   await client.waitFor(() => client.events.some((event) => event.task_id === taskA), "A's event after the reconnect");
   await sentinel(db, client);
   t.same(client.events.slice(0, -1).map((event) => event.task_id), [taskB, taskA], 'A and B, each exactly once');
+});
+
+t.test('the doorbell: writers that do not ring are read soon after they commit, not at the next poll', async (t) => {
+  const db = await createTestDatabase(t);
+  const server = await startServer(t, db, { pollInterval: 60_000, messageTime: 50 });
+  const client = await TestClient.connect(t, await server.endpoint());
+  const connections = await Promise.all([db.pool.connect(), db.pool.connect()]);
+  t.teardown(() => connections.forEach((connection) => connection.release()));
+  const [ringer, quiet] = connections as [pg.PoolClient, pg.PoolClient];
+  const insert = async (connection: pg.PoolClient, name: string): Promise<number> =>
+    Number((await connection.query(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, $1) RETURNING id`, [name])).rows[0].id);
+  const arrives = async (taskId: number, what: string): Promise<void> => {
+    const started = Date.now();
+    await client.waitFor(() => client.events.some((event) => event.task_id === taskId), what, 5000);
+    t.ok(Date.now() - started < 2000, `${what} arrived after ${Date.now() - started} ms (the poll is 60 s away)`);
+  };
+
+  // The first writer takes the doorbell (it will ring at its commit); the second commits first, unrung.
+  await ringer.query('BEGIN');
+  const first = await insert(ringer, 'rings');
+  await quiet.query('BEGIN');
+  const second = await insert(quiet, 'does not ring');
+  await quiet.query('COMMIT');
+  await arrives(second, "the unrung writer's event, while the ringer is still open");
+  await ringer.query('COMMIT');
+  await arrives(first, "the ringer's event");
+
+  // A writer that wrote before a read and commits after it, with no writer after it to ring.
+  await ringer.query('BEGIN');
+  const third = await insert(ringer, 'rings again');
+  await quiet.query('BEGIN');
+  const fourth = await insert(quiet, 'holds the outbox during the read');
+  await ringer.query('COMMIT');
+  await arrives(third, "the ringer's event");
+  await quiet.query('COMMIT');
+  await arrives(fourth, 'the event of the writer that held the outbox during the read');
+  t.same(client.events.map((event) => event.task_id), [second, first, third, fourth], 'each once, in commit order');
 });
 
 t.test('an event whose NOTIFY never came arrives by the poll', async (t) => {

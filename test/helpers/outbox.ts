@@ -53,9 +53,11 @@ export interface Listener {
    * Notifications reach a listener in commit order, so all earlier ones have arrived by then.
    */
   drain(timeoutMs?: number): Promise<pg.Notification[]>;
+  /** Re-arms the doorbell, as the plugin's listener does before each read: the next writer rings. */
+  arm(): Promise<void>;
 }
 
-/** Opens a listening connection to `url`, closed when the test ends. */
+/** Opens a listening connection to `url`, with the doorbell armed; closed when the test ends. */
 export async function listen(t: Test, url: string, channel = 'task_events'): Promise<Listener> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -68,6 +70,8 @@ export async function listen(t: Test, url: string, channel = 'task_events'): Pro
     for (const wake of waiters) wake();
   });
   await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+  const arm = async (): Promise<void> => void (await client.query('SELECT task_events.arm_doorbell()'));
+  await arm();
 
   const waitFor = (condition: (received: pg.Notification[]) => boolean, timeoutMs = 5000): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -98,8 +102,9 @@ export async function listen(t: Test, url: string, channel = 'task_events'): Pro
     await waitFor((all) => all.some((n) => n.payload === marker), timeoutMs);
     const upTo = received.findIndex((n) => n.payload === marker);
     const before = received.splice(0, upTo + 1);
+    await arm();
     return before.filter((n) => !n.payload?.startsWith('drain-marker-'));
   };
 
-  return { received, waitFor, drain };
+  return { received, waitFor, drain, arm };
 }
