@@ -25,10 +25,10 @@ export interface ListenerOptions {
 
 const RETRY_BASE = 100;
 /**
- * Milliseconds before reading again while other transactions still hold the outbox: 25, doubled
+ * Milliseconds before reading again while other transactions still hold the outbox: 50, doubled
  * while the same ones stay open (a long transaction), at most {@link DOORBELL_CHECK}.
  */
-export const FOLLOW_UP_DELAY = 25;
+export const FOLLOW_UP_DELAY = 50;
 /**
  * Milliseconds between looks at the doorbell: when a writer took it since the last read but no
  * NOTIFY came (the ringer is still open, or rolled back), read anyway. This bounds how late a
@@ -55,19 +55,29 @@ const NEW_ROWS = `
      OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
   ORDER BY id`;
 
-// Before each read: re-arm the doorbell (the next writer to take its first value notifies), then
-// ask whether other transactions hold the outbox (they have written events and not committed yet).
-// Arming first, then looking, then taking the snapshot: a writer the snapshot misses either held
-// the outbox when we looked (so we read again soon) or wrote after the arm (so it, or an earlier
-// writer since the arm, rings). See migrations/005.do.cheap-writes.sql.
-const ARM_AND_LOOK = `
-  SELECT task_events.arm_doorbell();
+// Before each read, look whether other transactions hold the outbox (they have written events
+// and not committed yet): then a follow-up read comes soon, and the doorbell stays as it is (under
+// a steady write load nobody notifies; the follow-ups read). When nobody holds it: re-arm the
+// doorbell (the next writer to take its first value notifies), look again, then take the snapshot.
+// Arm, look, snapshot, in this order: a writer the snapshot misses either held the outbox when we
+// looked (so we read again soon) or wrote after the arm (so it, or an earlier writer since the arm,
+// rings, and the doorbell look catches a ringer that is slow or rolled back). See
+// migrations/005.do.cheap-writes.sql.
+const LOOK = `
   SELECT EXISTS (
     SELECT FROM pg_locks
     WHERE locktype = 'relation' AND relation = 'task_events.outbox'::regclass
       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
   ) AS writing`;
+const ARM_AND_LOOK = `SELECT task_events.arm_doorbell(); ${LOOK}`;
+
+/** Whether other transactions hold the outbox, by LOOK or ARM_AND_LOOK (the last result's row). */
+async function othersWriting(client: pg.PoolClient, sql: string): Promise<boolean> {
+  const result = (await client.query(sql)) as unknown as pg.QueryResult<{ writing: boolean }> | pg.QueryResult<{ writing: boolean }>[];
+  const last = Array.isArray(result) ? result.at(-1) : result;
+  return Boolean(last?.rows[0]?.writing);
+}
 
 interface OutboxRow {
   id: string;
@@ -224,8 +234,7 @@ export class Listener extends EventEmitter {
     const client = await checkout(pool);
     let count = 0;
     try {
-      const looked = (await client.query(ARM_AND_LOOK)) as unknown as pg.QueryResult<{ writing: boolean }>[];
-      const writing = Boolean(looked[1]?.rows[0]?.writing);
+      const writing = (await othersWriting(client, LOOK)) || (await othersWriting(client, ARM_AND_LOOK));
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
       const snapshot = (rows[0] as { snapshot: string }).snapshot;

@@ -62,3 +62,38 @@ t.test('TRUNCATE tasks emits task_deleted for every task', async (t) => {
   t.strictSame(events, before.rows.map((r) => ev('task_deleted', Number(r.id), Number(r.environment_id), Number(r.object_class_id))));
   t.ok(rows.length === 2 && events.length >= 2);
 });
+
+t.test('a host session whose search_path puts its own operators and functions first cannot hijack the capture', async (t) => {
+  // The UPDATE capture runs as the owner without a SET search_path (for speed): every name in it
+  // carries its schema. Here the host role shadows what it could otherwise look up — the
+  // operators =, *= and <>, nextval and pg_notify — with functions that fail loudly when called.
+  const evil = `${role}_evil`;
+  await pool.query(`GRANT CREATE ON DATABASE ${db.name} TO ${role}`);
+  await asHost(`
+    CREATE SCHEMA ${evil};
+    ${[['text', 'text'], ['bigint', 'bigint'], ['bigint', 'integer'], ['record', 'record']].map(([left, right], n) => `
+      CREATE FUNCTION ${evil}.trap${n}(a ${left}, b ${right}) RETURNS boolean LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END $$;
+      CREATE OPERATOR ${evil}.${left === 'record' ? '*=' : '='} (LEFTARG = ${left}, RIGHTARG = ${right}, FUNCTION = ${evil}.trap${n});`).join('')}
+    CREATE FUNCTION ${evil}.nextval(regclass) RETURNS bigint LANGUAGE plpgsql AS
+      $$ BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END $$;
+    CREATE FUNCTION ${evil}.pg_notify(text, text) RETURNS void LANGUAGE plpgsql AS
+      $$ BEGIN RAISE EXCEPTION 'hijacked: ran as %', current_user; END $$;`);
+  const [id] = (await asHost(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'shadowed') RETURNING id`)).rows.map((row) => Number(row.id));
+  await pool.query('SELECT task_events.arm_doorbell()'); // so the capture's ring runs too
+  const client = await pool.connect();
+  let events;
+  try {
+    await client.query(`SET ROLE ${role}`);
+    await client.query(`SET search_path = ${evil}, pg_catalog, public`);
+    events = await eventsOf(pool, async () => {
+      // the host's own statement names its operator, so only the capture could meet the traps
+      await client.query(`UPDATE tasks SET status = 'done', name = 'still shadowed' WHERE id OPERATOR(pg_catalog.=) ${id}`);
+      await client.query(`INSERT INTO task_owners VALUES (${id}, 1)`);
+    });
+  } finally {
+    await client.query('RESET search_path; RESET ROLE');
+    client.release();
+  }
+  t.strictSame(events, [ev('task_status_changed', id!, 1, 1), ev('task_value_changed', id!, 1, 1), ev('task_owner_added', id!, 1, 1)]);
+});
