@@ -1,4 +1,4 @@
-// `npm run bench:write [-- --seconds 5 --rounds 3 --tasks 100000 --writers 1,8,32]`: what our
+// `npm run bench:write [-- --seconds 5 --rounds 5 --tasks 100000 --writers 1,8,32]`: what our
 // capture triggers cost the host's writes. pgbench runs single-row UPDATEs of a task's status on a
 // table of `tasks` rows, with our triggers attached and, as the reference, with them detached;
 // each round runs both, back to back, at each number of writers, and a row's figures are the
@@ -26,7 +26,7 @@ export interface WritePathOptions {
   databaseUrl: string;
   /** Seconds per pgbench run; default 5. */
   seconds?: number;
-  /** Rounds (each: reference and ours at every writer count); default 3. */
+  /** Rounds (each: reference and ours at every writer count); default 5. */
   rounds?: number;
   /** Rows of the tasks table; default 100,000. */
   tasks?: number;
@@ -53,7 +53,7 @@ async function pgbench(url: string, script: string, writers: number, seconds: nu
 }
 
 export async function measure(options: WritePathOptions): Promise<{ rows: BenchRow[]; detail: WritePathDetail }> {
-  const { databaseUrl, seconds = 5, rounds = 3, tasks = 100_000, writers = [1, 8, 32], log = () => {} } = options;
+  const { databaseUrl, seconds = 5, rounds = 5, tasks = 100_000, writers = [1, 8, 32], log = () => {} } = options;
   const directory = await mkdtemp(join(tmpdir(), 'task-events-bench-'));
   const script = join(directory, 'update-status.sql');
   await writeFile(script, UPDATE_STATUS);
@@ -103,7 +103,7 @@ export async function measure(options: WritePathOptions): Promise<{ rows: BenchR
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: { type: 'string' }, tasks: { type: 'string' }, writers: { type: 'string' } } });
   const seconds = positive('seconds', values.seconds, 5);
-  const rounds = positive('rounds', values.rounds, 3);
+  const rounds = positive('rounds', values.rounds, 5);
   const tasks = positive('tasks', values.tasks, 100_000);
   const writers = (values.writers ?? '1,8,32').split(',').map((count) => positive('writers', count.trim(), 1));
   runStandalone('write-path', { seconds, rounds, tasks, writers }, (databaseUrl, log) => measure({ databaseUrl, seconds, rounds, tasks, writers, log }));

@@ -28,7 +28,7 @@ const RETRY_BASE = 100;
  * Milliseconds before reading again while other transactions still hold the outbox: 50, doubled
  * while the same ones stay open (a long transaction), at most {@link DOORBELL_CHECK}.
  */
-export const FOLLOW_UP_DELAY = 50;
+export const FOLLOW_UP_DELAY = 100;
 /**
  * Milliseconds between looks at the doorbell: when a writer took it since the last read but no
  * NOTIFY came (the ringer is still open, or rolled back), read anyway. This bounds how late a
