@@ -7,6 +7,7 @@
 // `--only write,bulk,fanout,memory,latency` runs a subset (RESULTS.md is then left alone).
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { measure as bulk } from './bulk.js';
 import { fanoutChart } from './chart.js';
 import { measure as fanout, type FanoutDetail } from './fanout.js';
@@ -41,7 +42,18 @@ function markdownTable(rows: readonly BenchRow[]): string {
   return lines.join('\n');
 }
 
-function resultsMarkdown(started: Date, seconds: number, rows: readonly BenchRow[], file: string): string {
+/** The PostgreSQL server's version, e.g. '15.19 (Debian 15.19-0+deb12u1)'. */
+async function serverVersion(databaseUrl: string): Promise<string> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    return (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
+  } finally {
+    await client.end();
+  }
+}
+
+function resultsMarkdown(started: Date, seconds: number, postgres: string, rows: readonly BenchRow[], file: string): string {
   const host = machine();
   return `# Benchmark results
 
@@ -50,7 +62,7 @@ same run). Written by the run itself; its JSON is \`${file.replace(/^.*\/bench\/
 
 - Date: ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${Math.round(seconds / 60)} min
 - Machine: ${host.cpus} × ${host.cpuModel}, ${host.memoryGiB} GiB, ${host.platform}, Node.js ${host.node}
-- PostgreSQL: ${process.env.TEST_DATABASE_URL || process.env.DATABASE_URL ? 'the server at TEST_DATABASE_URL / DATABASE_URL' : 'embedded (a throwaway cluster)'}
+- PostgreSQL ${postgres}, ${process.env.TEST_DATABASE_URL || process.env.DATABASE_URL ? 'the server at TEST_DATABASE_URL / DATABASE_URL' : 'embedded (a throwaway cluster)'}
 
 ${markdownTable(rows)}
 
@@ -68,20 +80,24 @@ async function main(): Promise<number> {
   const started = new Date();
   const rows: BenchRow[] = [];
   const details: Record<string, unknown> = {};
+  let postgres = 'unknown';
   for (const name of names) {
     const log = (line: string): void => console.log(`# [${((Date.now() - started.getTime()) / 1000).toFixed(0)} s] ${name}: ${line}`);
-    const result = await withBenchDatabase((database) => (BENCHES[name] as Bench)(database.url, log));
+    const result = await withBenchDatabase(async (database) => {
+      postgres = await serverVersion(database.url);
+      return (BENCHES[name] as Bench)(database.url, log);
+    });
     printBenchRows(result.rows);
     rows.push(...result.rows);
     details[name] = result.detail;
   }
   console.log('');
   printBenchRows(rows);
-  const file = await writeResult('bench', started, { benches: names, rows: rows.map((row) => ({ ...row, ...verdict(row) })), details });
+  const file = await writeResult('bench', started, { postgres, benches: names, rows: rows.map((row) => ({ ...row, ...verdict(row) })), details });
   console.log(`# written to ${file}`);
   if (!values.only) {
     const seconds = (Date.now() - started.getTime()) / 1000;
-    await writeFile(new URL('./RESULTS.md', import.meta.url), resultsMarkdown(started, seconds, rows, file));
+    await writeFile(new URL('./RESULTS.md', import.meta.url), resultsMarkdown(started, seconds, postgres, rows, file));
     await writeFile(new URL('./fanout.svg', import.meta.url), fanoutChart((details.fanout as FanoutDetail).sizes));
     console.log('# bench/RESULTS.md and bench/fanout.svg written');
   }
