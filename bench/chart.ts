@@ -6,7 +6,7 @@ import { median } from './support.js';
 
 const WIDTH = 640;
 const HEIGHT = 360;
-const MARGIN = { left: 64, right: 150, top: 30, bottom: 48 };
+const MARGIN = { left: 64, right: 190, top: 30, bottom: 48 };
 
 /** A round number of milliseconds for the axis's top, and its tick step. */
 function axis(max: number): { top: number; step: number } {
