@@ -50,10 +50,15 @@ export function retryDelay(attempt: number): number {
 const NEW_ROWS = `
   SELECT id, environment_id, task_id, object_class_id, event,
          to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
-  FROM task_events.outbox
-  WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
-     OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
-  ORDER BY id`;
+  FROM (
+    -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
+    SELECT id, environment_id, task_id, object_class_id, event, created_at
+    FROM task_events.outbox
+    WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
+       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
+    ORDER BY id
+    OFFSET 0
+  ) AS new_rows`;
 
 // Before each read, look whether other transactions hold the outbox (they have written events
 // and not committed yet): then a follow-up read comes soon, and the doorbell stays as it is (under
@@ -78,6 +83,9 @@ async function othersWriting(client: pg.PoolClient, sql: string): Promise<boolea
   const last = Array.isArray(result) ? result.at(-1) : result;
   return Boolean(last?.rows[0]?.writing);
 }
+
+/** The read transaction's work_mem (the server's default is 4MB). */
+const READ_WORK_MEM = '64MB';
 
 interface OutboxRow {
   id: string;
@@ -235,12 +243,18 @@ export class Listener extends EventEmitter {
     let count = 0;
     try {
       const writing = (await othersWriting(client, LOOK)) || (await othersWriting(client, ARM_AND_LOOK));
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      // work_mem: a 100k-row statement's events are sorted by id in memory, not on disk
+      await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL work_mem = '${READ_WORK_MEM}'`);
       const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
       const snapshot = (rows[0] as { snapshot: string }).snapshot;
       await client.query(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS}`, [this.#snapshot]);
+      const fetch = (): Promise<pg.QueryResult<OutboxRow>> => client.query<OutboxRow>(`FETCH ${readBatchSize} FROM task_events_new_rows`);
+      let next = fetch();
       for (;;) {
-        const batch = await client.query<OutboxRow>(`FETCH ${readBatchSize} FROM task_events_new_rows`);
+        const batch = await next;
+        const more = batch.rows.length === readBatchSize;
+        // the database prepares the next batch while this one is handed on
+        if (more) next = fetch();
         const events: TaskEvent[] = [];
         for (const row of batch.rows) {
           const event = toEvent(row);
@@ -252,7 +266,7 @@ export class Listener extends EventEmitter {
           count += events.length;
           onEvents(events);
         }
-        if (batch.rows.length < readBatchSize) break;
+        if (!more) break;
       }
       await client.query('COMMIT');
       this.#snapshot = snapshot;
