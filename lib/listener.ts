@@ -87,24 +87,19 @@ async function othersWriting(client: pg.PoolClient, sql: string): Promise<boolea
 /** The read transaction's work_mem (the server's default is 4MB). */
 const READ_WORK_MEM = '64MB';
 
-interface OutboxRow {
-  id: string;
-  environment_id: string;
-  task_id: string;
-  object_class_id: string | null;
-  event: string;
-  timestamp: string;
-}
+/** A row of NEW_ROWS, fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
+type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
 
-function toEvent(row: OutboxRow): TaskEvent {
-  const classId = row.object_class_id === null ? null : Number(row.object_class_id);
+function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: OutboxRow): TaskEvent {
+  const classId = objectClassId === null ? null : Number(objectClassId);
   return {
-    id: Number(row.id),
-    environmentId: Number(row.environment_id),
+    id: Number(id),
+    environmentId: Number(environmentId),
     objectClassId: classId,
-    timestamp: row.timestamp,
-    // event names come from the outbox's CHECK list and timestamps from to_char: nothing to escape
-    json: `{"task_id":${Number(row.task_id)},"object_class_id":${classId},"event":"${row.event}","timestamp":"${row.timestamp}"}`,
+    timestamp,
+    // timestamps come from to_char (nothing to escape); the event name is quoted as JSON, since
+    // the outbox's owner could write any text there by hand
+    json: `{"task_id":${Number(taskId)},"object_class_id":${classId},"event":${JSON.stringify(event)},"timestamp":"${timestamp}"}`,
   };
 }
 
@@ -248,7 +243,8 @@ export class Listener extends EventEmitter {
       const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
       const snapshot = (rows[0] as { snapshot: string }).snapshot;
       await client.query(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS}`, [this.#snapshot]);
-      const fetch = (): Promise<pg.QueryResult<OutboxRow>> => client.query<OutboxRow>(`FETCH ${readBatchSize} FROM task_events_new_rows`);
+      const fetch = (): Promise<pg.QueryResult<OutboxRow>> =>
+        client.query<OutboxRow>({ text: `FETCH ${readBatchSize} FROM task_events_new_rows`, rowMode: 'array' });
       let next = fetch();
       for (;;) {
         const batch = await next;
