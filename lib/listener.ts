@@ -25,8 +25,8 @@ export interface ListenerOptions {
 
 const RETRY_BASE = 100;
 /**
- * Milliseconds before reading again while other transactions still hold the outbox: 50, doubled
- * while the same ones stay open (a long transaction), at most {@link DOORBELL_CHECK}.
+ * Milliseconds before reading again while other transactions still hold the outbox: 100, and
+ * {@link DOORBELL_CHECK} once a follow-up found nothing new (a long transaction stays open).
  */
 export const FOLLOW_UP_DELAY = 100;
 /**
@@ -243,8 +243,12 @@ export class Listener extends EventEmitter {
       const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
       const snapshot = (rows[0] as { snapshot: string }).snapshot;
       await client.query(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS}`, [this.#snapshot]);
-      const fetch = (): Promise<pg.QueryResult<OutboxRow>> =>
-        client.query<OutboxRow>({ text: `FETCH ${readBatchSize} FROM task_events_new_rows`, rowMode: 'array' });
+      const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
+        const fetched = client.query<OutboxRow>({ text: `FETCH ${readBatchSize} FROM task_events_new_rows`, rowMode: 'array' });
+        // awaited below; if handing on the batch before it throws, its failure must not go unhandled
+        fetched.catch(() => {});
+        return fetched;
+      };
       let next = fetch();
       for (;;) {
         const batch = await next;

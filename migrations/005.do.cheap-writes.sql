@@ -7,10 +7,11 @@
 -- as much CPU as the rest of the INSERT), and two indexes nobody reads on a hot path.
 --
 -- 1. The doorbell. Writers NOTIFY only when they take the first value of the sequence
---    task_events.doorbell; the listener re-arms it (setval) before each read. So one transaction
---    per read notifies, not every one. The listener also reads again while other transactions
---    hold a lock on the outbox (they will commit events it has not seen), so a writer that did
---    not ring is still read soon after its commit; see lib/listener.ts.
+--    task_events.doorbell; the listener re-arms it (setval) before a read when no other
+--    transaction holds the outbox. So at most one transaction per read notifies, and under a
+--    steady write load none: the listener reads again soon while others hold the outbox (they
+--    will commit events it has not seen), so a writer that did not ring is still read soon after
+--    its commit; see lib/listener.ts.
 -- 2. attach() writes capture functions for each attached table, with the table's names in plain
 --    (statically planned) SQL: no EXECUTE on any write.
 -- 3. The outbox keeps one index (xid, which the listener reads by); `event` is checked where it is
