@@ -60,32 +60,34 @@ const NEW_ROWS = `
     OFFSET 0
   ) AS new_rows`;
 
-// Before each read, look whether other transactions hold the outbox (they have written events
-// and not committed yet): then a follow-up read comes soon, and the doorbell stays as it is (under
-// a steady write load nobody notifies; the follow-ups read). When nobody holds it: re-arm the
-// doorbell (the next writer to take its first value notifies), look again, then take the snapshot.
-// Arm, look, snapshot, in this order: a writer the snapshot misses either held the outbox when we
-// looked (so we read again soon) or wrote after the arm (so it, or an earlier writer since the arm,
-// rings, and the doorbell look catches a ringer that is slow or rolled back). See
-// migrations/005.do.cheap-writes.sql.
-const LOOK = `
-  SELECT EXISTS (
-    SELECT FROM pg_locks
-    WHERE locktype = 'relation' AND relation = 'task_events.outbox'::regclass
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()
-  ) AS writing`;
-const ARM_AND_LOOK = `SELECT task_events.arm_doorbell(); ${LOOK}`;
+// Before each read (one round trip, task_events.before_read()): when other transactions hold the
+// outbox (they have written events and not committed yet), a follow-up read comes soon and the
+// doorbell stays as it is (under a steady write load nobody notifies; the follow-ups read). When
+// nobody holds it: re-arm the doorbell (the next writer to take its first value notifies), look
+// again, then take the snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses
+// either held the outbox when we looked (so we read again soon) or wrote after the arm (so it, or
+// an earlier writer since the arm, rings, and the doorbell look catches a ringer that is slow or
+// rolled back). See migrations/005.do.cheap-writes.sql.
+const BEFORE_READ = 'SELECT task_events.before_read() AS writing';
 
-/** Whether other transactions hold the outbox, by LOOK or ARM_AND_LOOK (the last result's row). */
-async function othersWriting(client: pg.PoolClient, sql: string): Promise<boolean> {
-  const result = (await client.query(sql)) as unknown as pg.QueryResult<{ writing: boolean }> | pg.QueryResult<{ writing: boolean }>[];
-  const last = Array.isArray(result) ? result.at(-1) : result;
-  return Boolean(last?.rows[0]?.writing);
-}
-
-/** The read transaction's work_mem (the server's default is 4MB). */
+/** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
 const READ_WORK_MEM = '64MB';
+
+/** A snapshot as pg_current_snapshot() writes it (xmin:xmax:xip,…): safe to put in SQL text. */
+const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
+
+/**
+ * Opens the read in one round trip: the transaction, its snapshot (the next read's start) and the
+ * cursor over the rows committed since `since`, with its first batch.
+ */
+function openRead(since: string, batchSize: number): string {
+  if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
+  return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+    SET LOCAL work_mem = '${READ_WORK_MEM}';
+    SELECT pg_current_snapshot()::text AS snapshot;
+    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS.replaceAll('$1', `'${since}'`)};
+    FETCH ${batchSize} FROM task_events_new_rows`;
+}
 
 /** A row of NEW_ROWS, fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
 type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
@@ -237,19 +239,16 @@ export class Listener extends EventEmitter {
     const client = await checkout(pool);
     let count = 0;
     try {
-      const writing = (await othersWriting(client, LOOK)) || (await othersWriting(client, ARM_AND_LOOK));
-      // work_mem: a 100k-row statement's events are sorted by id in memory, not on disk
-      await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL work_mem = '${READ_WORK_MEM}'`);
-      const { rows } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
-      const snapshot = (rows[0] as { snapshot: string }).snapshot;
-      await client.query(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS}`, [this.#snapshot]);
+      const writing = Boolean((await client.query<{ writing: boolean }>(BEFORE_READ)).rows[0]?.writing);
+      const opened = (await client.query({ text: openRead(this.#snapshot as string, readBatchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
+      const snapshot = String((opened[2]?.rows[0] as unknown[])[0]);
       const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
         const fetched = client.query<OutboxRow>({ text: `FETCH ${readBatchSize} FROM task_events_new_rows`, rowMode: 'array' });
         // awaited below; if handing on the batch before it throws, its failure must not go unhandled
         fetched.catch(() => {});
         return fetched;
       };
-      let next = fetch();
+      let next = Promise.resolve(opened[4] as pg.QueryResult<OutboxRow>);
       for (;;) {
         const batch = await next;
         const more = batch.rows.length === readBatchSize;

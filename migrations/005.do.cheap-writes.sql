@@ -32,6 +32,29 @@ BEGIN
 END
 $$;
 
+-- Whether other transactions hold the outbox (they have written events and not committed yet).
+CREATE FUNCTION task_events.others_writing() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT EXISTS (
+    SELECT FROM pg_locks
+    WHERE locktype = 'relation' AND relation = 'task_events.outbox'::regclass
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())
+$$;
+
+-- What the listener does before each read, in one round trip: true when others are writing (it
+-- will read again soon; the doorbell is left as it is, so under a steady load nobody notifies);
+-- otherwise arms the doorbell and looks again — arm, look, then the read's snapshot, in this
+-- order (see lib/listener.ts).
+CREATE FUNCTION task_events.before_read() RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF task_events.others_writing() THEN RETURN true; END IF;
+  PERFORM task_events.arm_doorbell();
+  RETURN task_events.others_writing();
+END
+$$;
+
 -- The one way to record an event by hand (from a host's own trigger or function).
 CREATE OR REPLACE FUNCTION task_events.emit(environment_id bigint, task_id bigint, object_class_id bigint, event text)
 RETURNS void LANGUAGE plpgsql AS $$
