@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen from 'pg-listen';
 import type { TaskEvent } from './buffer.js';
+import { currentSnapshot, doorbellTaken, outboxPosition, readOutbox } from './outbox.js';
 import { checkout } from './pool.js';
 
 /**
@@ -42,78 +43,16 @@ export function retryDelay(attempt: number): number {
   return Math.round(Math.random() * Math.min(RETRY_CAP, RETRY_BASE * 2 ** Math.min(attempt, 16)));
 }
 
-// Rows committed after `$1` (a snapshot): their transaction had not started by then (xid >= xmax)
-// or was still running (xid in xip). Every other row was visible to that snapshot or never
-// commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next `$1`, the
-// reads tile the outbox's commit history with no gap and no overlap, whatever order concurrent
-// transactions commit in.
-const NEW_ROWS = `
-  SELECT id, environment_id, task_id, object_class_id, event,
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
-  FROM (
-    -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
-    SELECT id, environment_id, task_id, object_class_id, event, created_at
-    FROM task_events.outbox
-    WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
-       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
-    ORDER BY id
-    OFFSET 0
-  ) AS new_rows`;
-
-// Before each read (one round trip, task_events.before_read()): when other transactions hold the
-// outbox (they have written events and not committed yet), a follow-up read comes soon and the
-// doorbell stays as it is (under a steady write load nobody notifies; the follow-ups read). When
-// nobody holds it: re-arm the doorbell (the next writer to take its first value notifies), look
-// again, then take the snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses
-// either held the outbox when we looked (so we read again soon) or wrote after the arm (so it, or
-// an earlier writer since the arm, rings, and the doorbell look catches a ringer that is slow or
-// rolled back). See migrations/005.do.cheap-writes.sql.
-const BEFORE_READ = 'SELECT task_events.before_read() AS writing';
-
-/** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
-const READ_WORK_MEM = '64MB';
-
-/** A snapshot as pg_current_snapshot() writes it (xmin:xmax:xip,…): safe to put in SQL text. */
-const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
-
-/**
- * Opens the read in one round trip: the transaction, its snapshot (the next read's start) and the
- * cursor over the rows committed since `since`, with its first batch.
- */
-function openRead(since: string, batchSize: number): string {
-  if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
-  return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-    SET LOCAL work_mem = '${READ_WORK_MEM}';
-    SELECT pg_current_snapshot()::text AS snapshot;
-    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS.replaceAll('$1', `'${since}'`)};
-    FETCH ${batchSize} FROM task_events_new_rows`;
-}
-
-/** A row of NEW_ROWS, fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
-type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
-
-function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: OutboxRow): TaskEvent {
-  const classId = objectClassId === null ? null : Number(objectClassId);
-  return {
-    id: Number(id),
-    environmentId: Number(environmentId),
-    objectClassId: classId,
-    timestamp,
-    // timestamps come from to_char (nothing to escape); the event name is quoted as JSON, since
-    // the outbox's owner could write any text there by hand
-    json: `{"task_id":${Number(taskId)},"object_class_id":${classId},"event":${JSON.stringify(event)},"timestamp":"${timestamp}"}`,
-  };
-}
-
 type Subscriber = ReturnType<typeof pgListen.default>;
 
 /**
- * Reads new outbox rows and hands them on, in order, once each. A NOTIFY on {@link CHANNEL}
- * wakes it; so does every (re)connect of the LISTEN connection, a follow-up read
- * {@link FOLLOW_UP_DELAY} ms after a read that saw other transactions writing the outbox, and a
- * timer, so an event is late by at most `pollInterval` when its wake-up was lost (a writer that
- * rang the doorbell and then rolled back). Nothing here gives up: reads and the LISTEN
- * connection retry forever (capped, jittered) until {@link Listener.close}.
+ * Reads new outbox rows (lib/outbox.ts) and hands them on, in order, once each. A NOTIFY on
+ * {@link CHANNEL} wakes it; so do every (re)connect of the LISTEN connection, a follow-up read
+ * {@link FOLLOW_UP_DELAY} ms after a read that saw other transactions writing the outbox, a look
+ * at the doorbell every {@link DOORBELL_CHECK} ms (a ringer that is slow or rolled back), and a
+ * poll every `pollInterval`, so a wake-up lost some other way delays an event, never loses it.
+ * Nothing here gives up: reads and the LISTEN connection retry forever (capped, jittered) until
+ * {@link Listener.close}.
  *
  * Emits `connected` (LISTEN is active), `reconnecting` (attempt), `caught-up` ({ events }) after
  * each read, and `warning` (error) for failures it will retry.
@@ -133,8 +72,8 @@ export class Listener extends EventEmitter {
   #pollTimer: NodeJS.Timeout | null = null;
   #readRetryTimer: NodeJS.Timeout | null = null;
   #followUpTimer: NodeJS.Timeout | null = null;
-  /** Follow-up reads in a row that found nothing new (the delay doubles with each). */
-  #idleFollowUps = 0;
+  /** The last read found nothing new: a long transaction holds the outbox, so follow up slower. */
+  #foundNothing = false;
   #doorbellTimer: NodeJS.Timeout | null = null;
   #subscribeTimer: NodeJS.Timeout | null = null;
 
@@ -148,8 +87,7 @@ export class Listener extends EventEmitter {
    * Rejects when the database cannot be reached now; after that, failures are retried.
    */
   async start(): Promise<void> {
-    const { rows } = await this.#options.pool.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
-    this.#snapshot = (rows[0] as { snapshot: string }).snapshot;
+    this.#snapshot = await currentSnapshot(this.#options.pool);
     this.#pollTimer = setInterval(() => this.wake(), this.#options.pollInterval).unref();
     this.#doorbellTimer = setInterval(() => void this.#checkDoorbell(), DOORBELL_CHECK).unref();
     this.#startSubscribe(0);
@@ -159,11 +97,8 @@ export class Listener extends EventEmitter {
    * The outbox position now: events with a larger id were created after this call. A handshake
    * reads it so that a new connection gets exactly the events created after it opened.
    */
-  async position(): Promise<number> {
-    const { rows } = await this.#options.pool.query<{ position: string }>(
-      'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM task_events.outbox_id_seq',
-    );
-    return Number((rows[0] as { position: string }).position);
+  position(): Promise<number> {
+    return outboxPosition(this.#options.pool);
   }
 
   /** Asks for a read; reads never overlap, and wake-ups during one fold into one more. */
@@ -200,9 +135,8 @@ export class Listener extends EventEmitter {
         const { count, writing } = await this.#read();
         this.#readFailures = 0;
         this.emit('caught-up', { events: count });
-        this.#idleFollowUps = count > 0 ? 0 : this.#idleFollowUps + 1;
+        this.#foundNothing = count === 0;
         if (writing) this.#followUp();
-        else this.#idleFollowUps = 0;
       } catch (error) {
         this.emit('warning', new Error('task events: reading the outbox failed; retrying', { cause: error }));
         if (this.#closing) return;
@@ -215,7 +149,7 @@ export class Listener extends EventEmitter {
   /** Reads again shortly: transactions that held the outbox during the last read may commit unrung. */
   #followUp(): void {
     if (this.#followUpTimer || this.#closing) return;
-    const delay = Math.min(DOORBELL_CHECK, FOLLOW_UP_DELAY * 2 ** Math.min(this.#idleFollowUps, 8));
+    const delay = this.#foundNothing ? DOORBELL_CHECK : FOLLOW_UP_DELAY;
     this.#followUpTimer = setTimeout(() => {
       this.#followUpTimer = null;
       this.wake();
@@ -226,8 +160,7 @@ export class Listener extends EventEmitter {
   async #checkDoorbell(): Promise<void> {
     if (this.#reading || this.#closing || this.#snapshot === null) return;
     try {
-      const { rows } = await this.#options.pool.query<{ taken: boolean }>('SELECT is_called AS taken FROM task_events.doorbell');
-      if (rows[0]?.taken) this.wake();
+      if (await doorbellTaken(this.#options.pool)) this.wake();
     } catch {
       // the read's own retries report database trouble; a missed look is made up by the next one
     }
@@ -239,35 +172,13 @@ export class Listener extends EventEmitter {
     const client = await checkout(pool);
     let count = 0;
     try {
-      const writing = Boolean((await client.query<{ writing: boolean }>(BEFORE_READ)).rows[0]?.writing);
-      const opened = (await client.query({ text: openRead(this.#snapshot as string, readBatchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
-      const snapshot = String((opened[2]?.rows[0] as unknown[])[0]);
-      const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
-        const fetched = client.query<OutboxRow>({ text: `FETCH ${readBatchSize} FROM task_events_new_rows`, rowMode: 'array' });
-        // awaited below; if handing on the batch before it throws, its failure must not go unhandled
-        fetched.catch(() => {});
-        return fetched;
-      };
-      let next = Promise.resolve(opened[4] as pg.QueryResult<OutboxRow>);
-      for (;;) {
-        const batch = await next;
-        const more = batch.rows.length === readBatchSize;
-        // the database prepares the next batch while this one is handed on
-        if (more) next = fetch();
-        const events: TaskEvent[] = [];
-        for (const row of batch.rows) {
-          const event = toEvent(row);
-          if (this.#handedOn.has(event.id)) continue;
-          this.#handedOn.add(event.id);
-          events.push(event);
-        }
-        if (events.length) {
-          count += events.length;
-          onEvents(events);
-        }
-        if (!more) break;
-      }
-      await client.query('COMMIT');
+      const { snapshot, writing } = await readOutbox(client, this.#snapshot as string, readBatchSize, (batch) => {
+        const events = batch.filter((event) => !this.#handedOn.has(event.id));
+        for (const event of events) this.#handedOn.add(event.id);
+        if (events.length === 0) return;
+        count += events.length;
+        onEvents(events);
+      });
       this.#snapshot = snapshot;
       this.#handedOn.clear();
       client.giveBack();

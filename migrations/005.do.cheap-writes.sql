@@ -32,6 +32,12 @@ BEGIN
 END
 $$;
 
+-- Whether a writer took the doorbell since it was last armed (as the owner, like arm_doorbell).
+CREATE FUNCTION task_events.doorbell_taken() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT is_called FROM task_events.doorbell
+$$;
+
 -- Whether other transactions hold the outbox (they have written events and not committed yet).
 CREATE FUNCTION task_events.others_writing() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -1,0 +1,126 @@
+// One read of the outbox, and the other small queries the listener makes of it. The SQL lives
+// here; when to read (wake-ups, follow-ups, retries) is lib/listener.ts's business.
+import type pg from 'pg';
+import type { TaskEvent } from './buffer.js';
+
+// Rows committed after `$1` (a snapshot): their transaction had not started by then (xid >= xmax)
+// or was still running (xid in xip). Every other row was visible to that snapshot or never
+// commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next `$1`, the
+// reads tile the outbox's commit history with no gap and no overlap, whatever order concurrent
+// transactions commit in.
+const NEW_ROWS = `
+  SELECT id, environment_id, task_id, object_class_id, event,
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
+  FROM (
+    -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
+    SELECT id, environment_id, task_id, object_class_id, event, created_at
+    FROM task_events.outbox
+    WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
+       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
+    ORDER BY id
+    OFFSET 0
+  ) AS new_rows`;
+
+// Before each read (one round trip, task_events.before_read()): when other transactions hold the
+// outbox (they have written events and not committed yet), a follow-up read comes soon and the
+// doorbell stays as it is (under a steady write load nobody notifies; the follow-ups read). When
+// nobody holds it: re-arm the doorbell (the next writer to take its first value notifies), look
+// again, then take the snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses
+// either held the outbox when we looked (so we read again soon) or wrote after the arm (so it, or
+// an earlier writer since the arm, rings, and the doorbell look catches a ringer that is slow or
+// rolled back). See migrations/005.do.cheap-writes.sql.
+const BEFORE_READ = 'SELECT task_events.before_read() AS writing';
+
+/** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
+const READ_WORK_MEM = '64MB';
+
+/** A snapshot as pg_current_snapshot() writes it (xmin:xmax:xip,…): safe to put in SQL text. */
+const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
+
+/**
+ * Opens the read in one round trip: the transaction, its snapshot (the next read's start) and the
+ * cursor over the rows committed since `since`, with its first batch.
+ */
+function openRead(since: string, batchSize: number): string {
+  if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
+  return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+    SET LOCAL work_mem = '${READ_WORK_MEM}';
+    SELECT pg_current_snapshot()::text AS snapshot;
+    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS.replaceAll('$1', `'${since}'`)};
+    FETCH ${batchSize} FROM task_events_new_rows`;
+}
+
+/** A row of NEW_ROWS, fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
+type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
+
+function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: OutboxRow): TaskEvent {
+  const classId = objectClassId === null ? null : Number(objectClassId);
+  return {
+    id: Number(id),
+    environmentId: Number(environmentId),
+    objectClassId: classId,
+    timestamp,
+    // timestamps come from to_char (nothing to escape); the event name is quoted as JSON, since
+    // the outbox's owner could write any text there by hand
+    json: `{"task_id":${Number(taskId)},"object_class_id":${classId},"event":${JSON.stringify(event)},"timestamp":"${timestamp}"}`,
+  };
+}
+
+/** What a read found out besides its events. */
+export interface ReadOutcome {
+  /** The read's snapshot: where the next read starts. */
+  snapshot: string;
+  /** Other transactions held the outbox before the read: read again soon. */
+  writing: boolean;
+}
+
+/**
+ * Reads the rows committed since the snapshot `since`, `batchSize` at a time, handing each batch
+ * on in outbox order; the database prepares the next batch while this one is handed on.
+ */
+export async function readOutbox(
+  client: pg.PoolClient,
+  since: string,
+  batchSize: number,
+  onBatch: (events: TaskEvent[]) => void,
+): Promise<ReadOutcome> {
+  const writing = Boolean((await client.query<{ writing: boolean }>(BEFORE_READ)).rows[0]?.writing);
+  const opened = (await client.query({ text: openRead(since, batchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
+  const snapshot = String((opened[2]?.rows[0] as unknown[])[0]);
+  const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
+    const fetched = client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_new_rows`, rowMode: 'array' });
+    // awaited below; if handing on the batch before it throws, its failure must not go unhandled
+    fetched.catch(() => {});
+    return fetched;
+  };
+  let next = Promise.resolve(opened[4] as pg.QueryResult<OutboxRow>);
+  for (;;) {
+    const batch = await next;
+    const more = batch.rows.length === batchSize;
+    if (more) next = fetch();
+    onBatch(batch.rows.map(toEvent));
+    if (!more) break;
+  }
+  await client.query('COMMIT');
+  return { snapshot, writing };
+}
+
+/** The starting point of a listener: nothing committed before now is read. */
+export async function currentSnapshot(pool: pg.Pool): Promise<string> {
+  const { rows } = await pool.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
+  return (rows[0] as { snapshot: string }).snapshot;
+}
+
+/** Whether a writer took the doorbell since it was last armed. */
+export async function doorbellTaken(pool: pg.Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ taken: boolean }>('SELECT task_events.doorbell_taken() AS taken');
+  return Boolean(rows[0]?.taken);
+}
+
+/** The outbox position now: events with a larger id were created after this call. */
+export async function outboxPosition(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query<{ position: string }>(
+    'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM task_events.outbox_id_seq',
+  );
+  return Number((rows[0] as { position: string }).position);
+}
