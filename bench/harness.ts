@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import WebSocket from 'ws';
 import { issueTokens, ServerProcess } from '../test/helpers/load.js';
+import { untilServerCounts } from './clients.js';
 
 /** Epoch milliseconds with sub-millisecond resolution, comparable between threads and processes. */
 export function wallClock(): number {
@@ -54,9 +55,7 @@ export async function openClients(
   };
   try {
     await Promise.all(Array.from({ length: Math.min(options.concurrency, count) }, connectSome));
-    for (let stats = await server.stats(); stats.connections < count; stats = await server.stats()) {
-      if (performance.now() > deadline) throw new Error(`the server counts ${stats.connections} of ${count} connections`);
-    }
+    await untilServerCounts(server, count, Math.max(0, deadline - performance.now()));
   } catch (error) {
     for (const socket of sockets) socket.terminate();
     throw error;
