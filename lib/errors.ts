@@ -1,3 +1,5 @@
+import createError from '@fastify/error';
+
 /**
  * The error frames of the contract: code → detail text. Every error that reaches a client
  * comes from this table.
@@ -17,3 +19,22 @@ export type ErrorCode = keyof typeof ERRORS;
 export function errorFrame(code: ErrorCode): string {
   return JSON.stringify({ type: 'error', error_code: code, detail: ERRORS[code] });
 }
+
+/**
+ * Errors that reach the host app (thrown at `register`, `ready()` or by the exported functions),
+ * each with a code it can test for: `error.code === 'FST_TASK_EVENTS_NOT_MIGRATED'`.
+ */
+export const HostErrors = Object.freeze({
+  /** A bad option at `register`; the message names the option and what it allows. */
+  OPTION: createError('FST_TASK_EVENTS_OPTION', 'fastify-task-events: %s'),
+  /** Our migrations are not (all) applied to the plugin's database. */
+  NOT_MIGRATED: createError('FST_TASK_EVENTS_NOT_MIGRATED',
+    'fastify-task-events: %s; run `npx fastify-task-events migrate` as the owner of the database (or register with `migrate: true`)'),
+  /** The database holds a task_events schema our migrations did not make (the 0.x pre-release one). */
+  FOREIGN_SCHEMA: createError('FST_TASK_EVENTS_FOREIGN_SCHEMA', 'fastify-task-events: %s'),
+  /** The plugin's database role lacks privileges it needs at run time. */
+  PRIVILEGES: createError('FST_TASK_EVENTS_PRIVILEGES',
+    'fastify-task-events: role %s lacks %s; run `npx fastify-task-events grant --role %s` as the owner of schema task_events'),
+  /** The database could not be reached while starting. */
+  DATABASE: createError('FST_TASK_EVENTS_DATABASE', 'fastify-task-events: %s'),
+});

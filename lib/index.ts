@@ -6,7 +6,9 @@ import pg from 'pg';
 import { ConnectionCaps } from './caps.js';
 import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
+import { checkDatabase } from './readiness.js';
 import { Listener } from './listener.js';
+import { logLifecycle } from './logging.js';
 import { migrate } from './migrate.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
@@ -14,8 +16,11 @@ import { Retention } from './retention.js';
 import { registerRoute } from './route.js';
 import { TokenStore } from './tokens.js';
 
-export { migrate, migrationsDirectory } from './migrate.js';
-export { ERRORS, type ErrorCode } from './errors.js';
+export { migrate, migrationsDirectory, migrationState, type MigrationState } from './migrate.js';
+export { attach, detach, type AttachOptions } from './attach.js';
+export { grant, grantStatements, missingPrivileges, RUNTIME_PRIVILEGES } from './privileges.js';
+export { status, type TaskEventsStatus } from './status.js';
+export { ERRORS, HostErrors, type ErrorCode } from './errors.js';
 export { OptionError } from './options.js';
 export type { Authenticate, Identity, RateLimitOptions, TaskEventsOptions } from './options.js';
 
@@ -67,9 +72,9 @@ const MAX_PAYLOAD = 4096;
 const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: FastifyInstance, rawOptions) => {
   const options = resolveOptions(rawOptions);
   const pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 10, connectionTimeoutMillis: 10_000 });
-  const connection: pg.ClientConfig = options.pool
-    ? { ...(options.pool as unknown as { options: pg.ClientConfig }).options }
-    : { connectionString: options.connectionString };
+  // Exactly the pool's settings. pg-pool keeps `password` non-enumerable, and a copy (ours, or
+  // pg-listen's Object.assign) drops it: the LISTEN connection then fails where a password is asked.
+  const connection: pg.ClientConfig = { ...pool.options, password: pool.options.password };
   const events = new EventEmitter();
   if (!options.pool) {
     // An idle client's error (its backend was terminated) must not crash the process.
@@ -94,7 +99,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     listener.on(name, (detail) => events.emit(name, detail));
   }
   for (const name of ['flushed', 'slow-consumer']) hub.on(name, (detail) => events.emit(name, detail));
-  events.on('warning', (error: Error) => app.log.warn({ err: error }, error.message));
+  logLifecycle(app.log, events);
 
   /** Sends what is buffered, then closes our sockets with 1001. */
   const shutdown = async (): Promise<void> => {
@@ -146,6 +151,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   });
 
   app.addHook('onReady', async () => {
+    await checkDatabase(pool, app.log);
     await listener.start();
   });
   app.addHook('onClose', async () => {

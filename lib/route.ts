@@ -174,7 +174,12 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
       ticket: verdict.ticket,
     });
     heartbeat.track(socket);
-    socket.on('close', () => hub.leave(socket));
+    const { environmentId, userId } = verdict.identity;
+    request.log.debug({ environmentId, userId }, 'task events: socket opened');
+    socket.on('close', (code) => {
+      hub.leave(socket);
+      request.log.debug({ environmentId, userId, code }, 'task events: socket closed');
+    });
     socket.on('message', () => {
       hub.leave(socket);
       refuse(socket, 'RECEIVE_NOT_SUPPORTED');

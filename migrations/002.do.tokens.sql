@@ -1,5 +1,5 @@
--- One-time WebSocket tokens. Only a SHA-256 hash of the token is stored: a copy of this table
--- (a backup, a replica, a log of queries) gives nobody a usable token.
+-- One-time WebSocket tokens (lib/tokens.ts). Only a SHA-256 hash of the token is stored: a copy
+-- of this table (a backup, a replica, a log of queries) gives nobody a usable token.
 CREATE TABLE task_events.tokens (
   token_hash     bytea       PRIMARY KEY CHECK (octet_length(token_hash) = 32),
   environment_id bigint      NOT NULL,

@@ -2,6 +2,7 @@
 // call attach" has to work for a Catalyst-like app that calls its tasks something else.
 import t from 'tap';
 import type pg from 'pg';
+import { attach, detach, type AttachOptions } from '../lib/attach.js';
 import { createTestDatabase } from './helpers/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
 
@@ -9,7 +10,7 @@ const db = await createTestDatabase(t, { schema: false });
 const { pool } = db;
 
 /** A host schema of its own per test: work items, their owners and assignees, named the host's way. */
-async function createHostSchema(schema: string, { state = true } = {}): Promise<void> {
+async function createHostSchema(schema: string, { state = true, updatedAt = false } = {}): Promise<void> {
   await pool.query(`
     CREATE SCHEMA ${schema};
     CREATE TABLE ${schema}.work_items (
@@ -18,6 +19,7 @@ async function createHostSchema(schema: string, { state = true } = {}): Promise<
       kind_id     bigint,
       title       text   NOT NULL,
       ${state ? `state text NOT NULL DEFAULT 'new',` : ''}
+      ${updatedAt ? 'updated_at timestamptz NOT NULL DEFAULT now(),' : ''}
       modified_at timestamptz NOT NULL DEFAULT now()
     );
     CREATE TABLE ${schema}.item_owners (
@@ -105,11 +107,12 @@ t.test('attach with a missing column fails with a message naming the table and t
   await createHostSchema('crm_missing');
   await t.rejects(pool.query(attachSql('crm_missing', { status_column: `'stage'` })), {
     code: '42703',
-    message: 'task_events.attach: table crm_missing.work_items has no column "stage"',
+    message: 'task_events.attach: status_column: table crm_missing.work_items has no column "stage"' +
+      ' (pass status_column => NULL if it has no status)',
   });
   await t.rejects(pool.query(attachSql('crm_missing', { task_id_column: `'task_id'` })), {
     code: '42703',
-    message: 'task_events.attach: table crm_missing.item_owners has no column "task_id"',
+    message: 'task_events.attach: task_id_column: table crm_missing.item_owners has no column "task_id"',
   });
   t.strictSame(await triggersIn('crm_missing'), [], 'a failed attach leaves no trigger behind');
 });
@@ -147,8 +150,8 @@ t.test('a NULL status column emits no status events and still captures value cha
 t.test('detach removes the triggers, and writes then emit nothing', async (t) => {
   await createHostSchema('crm_detach');
   await pool.query(attachSql('crm_detach'));
-  await pool.query(`SELECT task_events.detach(tasks => 'crm_detach.work_items', task_owners => 'crm_detach.item_owners',
-                                              task_assignees => 'crm_detach.item_assignees')`);
+  const { rows: [detached] } = await pool.query(`SELECT task_events.detach(tasks => 'crm_detach.work_items') AS n`);
+  t.equal(detached.n, 1, 'one tasks table detached');
   t.strictSame(await triggersIn('crm_detach'), []);
   t.strictSame(await eventsOf(pool, () => writeEverything('crm_detach')), []);
   const { rows } = await pool.query('SELECT count(*)::int AS n FROM crm_detach.work_items');
@@ -168,4 +171,106 @@ t.test('link triggers work when the session\'s search_path does not include the 
   // ...and another application writes with a search_path that has neither schema on it.
   await client.query('SET search_path = pg_catalog');
   t.strictSame(await eventsOf(pool, () => writeEverything('crm_path', client)), EVERYTHING);
+});
+
+// attach() and detach() of lib/attach.ts: the same SQL functions, called with bind parameters.
+
+/** attach()'s options with the host's names in `schema`. */
+function hostOptions(schema: string): AttachOptions {
+  return {
+    tasks: `${schema}.work_items`, taskOwners: `${schema}.item_owners`, taskAssignees: `${schema}.item_assignees`,
+    idColumn: 'item_id', environmentColumn: 'tenant_id', objectClassColumn: 'kind_id', statusColumn: 'state',
+    ignoredColumns: ['modified_at'], taskIdColumn: 'item_id',
+  };
+}
+
+t.test('attach() from JavaScript captures events under the host\'s names', async (t) => {
+  await createHostSchema('js_crm');
+  await attach(pool, hostOptions('js_crm'));
+  t.strictSame(await triggersIn('js_crm'), ALL_TRIGGERS);
+  t.strictSame(await eventsOf(pool, () => writeEverything('js_crm')), EVERYTHING);
+});
+
+t.test('attach() passes null as NULL: no owners table, no status', async (t) => {
+  await createHostSchema('js_nulls');
+  await attach(pool, { ...hostOptions('js_nulls'), taskOwners: null, statusColumn: null });
+  t.strictSame(await triggersIn('js_nulls'), ALL_TRIGGERS.filter((name) => !name.startsWith('item_owners.')));
+  const { rows: [row] } = await pool.query(
+    `SELECT task_owners, status_column FROM task_events.attachments WHERE tasks = 'js_nulls.work_items'::regclass`);
+  t.strictSame(row, { task_owners: null, status_column: null });
+});
+
+t.test('an omitted owners table that does not exist fails naming task_owners => NULL', async (t) => {
+  await createHostSchema('js_no_owners');
+  const { taskOwners: _omitted, ...options } = hostOptions('js_no_owners');
+  const error = await attach(pool, options).then(() => undefined, (caught: Error) => caught);
+  t.match(error, {
+    code: 'FST_TASK_EVENTS_DATABASE',
+    message: /task_owners => 'public\.task_owners': no such table \(pass task_owners => NULL if your app has none\)/,
+    cause: { code: '42P01' },
+  });
+  t.strictSame(await triggersIn('js_no_owners'), [], 'nothing attached');
+});
+
+t.test('an unknown ignored column fails naming it', async (t) => {
+  await createHostSchema('js_ignored');
+  await t.rejects(attach(pool, { ...hostOptions('js_ignored'), ignoredColumns: ['modified_at', 'edited_by'] }), {
+    message: /ignored_columns: table js_ignored\.work_items has no column "edited_by"/,
+    cause: { code: '42703' },
+  });
+  t.strictSame(await triggersIn('js_ignored'), []);
+});
+
+t.test('a table name is a value, never SQL', async (t) => {
+  await t.rejects(attach(pool, { tasks: `x'); DROP SCHEMA task_events CASCADE; --` }), { code: 'FST_TASK_EVENTS_DATABASE' });
+  const { rows: [row] } = await pool.query(`SELECT to_regnamespace('task_events') IS NOT NULL AS present`);
+  t.equal(row.present, true);
+});
+
+t.test('ignored_columns defaults to updated_at, only when the table has it', async (t) => {
+  const { ignoredColumns: _omitted, ...options } = hostOptions('js_updated');
+  await createHostSchema('js_updated', { updatedAt: true });
+  await attach(pool, options);
+  await createHostSchema('js_not_updated');
+  await attach(pool, { ...options, tasks: 'js_not_updated.work_items', taskOwners: 'js_not_updated.item_owners',
+    taskAssignees: 'js_not_updated.item_assignees' });
+  const { rows } = await pool.query(`SELECT tasks::text, ignored_columns FROM task_events.attachments
+    WHERE tasks IN ('js_updated.work_items'::regclass, 'js_not_updated.work_items'::regclass) ORDER BY 1`);
+  t.strictSame(rows, [
+    { tasks: 'js_not_updated.work_items', ignored_columns: [] },
+    { tasks: 'js_updated.work_items', ignored_columns: ['updated_at'] },
+  ]);
+  for (const schema of ['js_updated', 'js_not_updated']) {
+    await pool.query(`INSERT INTO ${schema}.work_items (item_id, tenant_id, kind_id, title) VALUES (1, 7, 70, 'a')`);
+  }
+  t.strictSame(await eventsOf(pool, () => pool.query(`UPDATE js_updated.work_items SET updated_at = now() + interval '1 day'`)),
+    [], 'a change of updated_at alone is no event');
+  t.strictSame(await eventsOf(pool, () => pool.query(`UPDATE js_not_updated.work_items SET modified_at = now() + interval '1 day'`)),
+    [ev('task_value_changed', 1, 7, 70)], 'modified_at is not ignored unless named');
+});
+
+t.test('detach() of one table returns 1, and 0 for a table not attached', async (t) => {
+  await createHostSchema('js_detach_one');
+  await attach(pool, hostOptions('js_detach_one'));
+  t.equal(await detach(pool, 'js_detach_one.work_items'), 1);
+  t.strictSame(await triggersIn('js_detach_one'), []);
+  t.equal(await detach(pool, 'js_detach_one.work_items'), 0);
+  await t.rejects(detach(pool, 'js_detach_one.nothing'), { message: /tasks => 'js_detach_one\.nothing': no such table/ });
+});
+
+// Last: it detaches every table this file attached.
+t.test('detach() without arguments detaches every attached table, whatever its names', async (t) => {
+  await createHostSchema('js_detach_all');
+  await attach(pool, hostOptions('js_detach_all'));
+  const { rows: [before] } = await pool.query('SELECT count(*)::int AS n FROM task_events.attachments');
+  t.ok(before.n >= 2, 'more than one table attached');
+  t.equal(await detach(pool), before.n);
+  const { rows: [after] } = await pool.query(`SELECT
+      (SELECT count(*)::int FROM task_events.attachments) AS attachments,
+      (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'task\\_events\\_%') AS triggers,
+      (SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'task_events'::regnamespace AND proname LIKE 'capture\\_%\\_%'
+         AND proname <> 'capture_truncate') AS functions`);
+  t.strictSame(after, { attachments: 0, triggers: 0, functions: 0 }, 'no trigger nor generated function left');
+  t.strictSame(await eventsOf(pool, () => writeEverything('js_detach_all')), []);
+  t.equal(await detach(pool), 0, 'nothing left to detach');
 });

@@ -49,8 +49,8 @@ t.test('no one but the owner can attach the capture functions to a table', async
   await asHost(`CREATE TABLE public.${role}_own (id bigint, environment_id bigint, object_class_id bigint)`);
   await t.rejects(
     asHost(`CREATE TRIGGER forged AFTER INSERT ON public.${role}_own REFERENCING NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION task_events.capture_task_rows('id', 'environment_id', 'object_class_id', '')`),
-    /permission denied for function (task_events\.)?capture_task_rows/,
+            FOR EACH STATEMENT EXECUTE FUNCTION task_events.capture_truncate('id', 'environment_id', 'object_class_id', '')`),
+    /permission denied for function (task_events\.)?capture_truncate/,
   );
 });
 

@@ -1,41 +1,76 @@
+import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Postgrator from 'postgrator';
 import t from 'tap';
 import { applyReferenceSchema, createTestDatabase } from './helpers/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
-import { migrate, migrationsDirectory } from '../lib/migrate.js';
+import { migrate, migrationsDirectory, migrationState } from '../lib/migrate.js';
+
+/**
+ * The released migrations and their MD5 (postgrator's checksum): a database that ran one refuses
+ * a changed file, so a released file never changes. A new migration is a new file, added here.
+ */
+const RELEASED: Record<string, string> = {
+  '001.do.outbox.sql': '40a66f04168a490b79e9d6a90f48a1f0',
+  '002.do.tokens.sql': '7c53da785519f46e4425634e15b11bdc',
+  '003.do.prune-horizon.sql': 'bb05eeedd05ea05b8d0da26b5a6e216b',
+  '004.do.capture.sql': '4e9644229720a37d22a2d153ad258b5e',
+};
+
+const PRERELEASE = fileURLToPath(new URL('./fixtures/prerelease-migrations/', import.meta.url));
+
+t.test('released migration files never change', async (t) => {
+  const files = (await readdir(migrationsDirectory)).filter((file) => file.endsWith('.sql')).sort();
+  t.strictSame(files, Object.keys(RELEASED).sort(), 'every migration file is listed as released, and every released one is there');
+  for (const file of files) {
+    const md5 = createHash('md5').update(await readFile(join(migrationsDirectory, file), 'utf8')).digest('hex');
+    t.equal(md5, RELEASED[file], `${file} is unchanged`);
+  }
+});
 
 t.test('migrations apply twice and from two processes at once', async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
   await Promise.all([migrate(db.pool), migrate(db.pool), migrate(db.pool)]);
   await migrate(db.pool);
   const { rows } = await db.pool.query('SELECT version FROM task_events.schemaversion WHERE version > 0 ORDER BY version');
-  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4, 5]);
+  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4]);
+  t.strictSame(await migrationState(db.pool), { applied: [1, 2, 3, 4], pending: [], foreign: [] });
 });
 
-t.test('migration 005 re-attaches tables attached before it, with their names and ignored columns', async (t) => {
-  // A host that applied 001–004 with its own tool and attached with its own choices, then applies 005.
+t.test('a database with the 0.x pre-release migrations is refused with the fix, and the fix works', async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
-  const files = (await readdir(migrationsDirectory)).filter((file) => /^\d{3}\.do\..*\.sql$/.test(file)).sort();
-  const sql = (file: string): Promise<string> => readFile(join(migrationsDirectory, file), 'utf8');
-  for (const file of files.filter((name) => name < '005')) await db.pool.query(await sql(file));
+  const client = await db.pool.connect();
+  try {
+    const prerelease = new Postgrator({
+      migrationPattern: `${PRERELEASE}/*.sql`,
+      driver: 'pg',
+      database: db.name,
+      schemaTable: 'task_events.schemaversion',
+      execQuery: (query) => client.query(query),
+    });
+    await prerelease.migrate();
+  } finally {
+    client.release();
+  }
   await applyReferenceSchema(db.pool);
-  await db.pool.query('SELECT task_events.detach()');
-  await db.pool.query(`SELECT task_events.attach(task_assignees => NULL, ignored_columns => ARRAY['updated_at', 'name'])`);
-  await db.pool.query(await sql(files.find((name) => name.startsWith('005')) as string));
+  t.strictSame((await migrationState(db.pool)).foreign, [1, 2, 3, 4, 5]);
 
-  const { rows: triggers } = await db.pool.query<{ tbl: string; fn: string }>(`
-    SELECT tgrelid::regclass::text AS tbl, tgfoid::regproc::text AS fn FROM pg_trigger
-    WHERE tgname LIKE 'task_events_%' ORDER BY 1, 2`);
-  t.same(triggers.map((row) => row.tbl), ['task_owners', 'task_owners', 'tasks', 'tasks', 'tasks', 'tasks'], 'owners and tasks, not assignees');
-  t.ok(triggers.every((row) => /^task_events\.capture_(insert|update|delete)_[0-9a-f]{12}$|^task_events\.capture_task_rows$/.test(row.fn)), 'generated functions');
+  const refusal = await migrate(db.pool).then(() => null, (error: Error & { code?: string }) => error);
+  t.equal(refusal?.code, 'FST_TASK_EVENTS_FOREIGN_SCHEMA');
+  t.match(refusal?.message, /pre-release.*DROP SCHEMA task_events CASCADE/);
+  const { rows } = await db.pool.query('SELECT max(version)::int AS version FROM task_events.schemaversion');
+  t.equal(rows[0].version, 5, 'nothing was changed');
 
+  // The README's way: drop the schema (our triggers on the host's tables go with it), migrate, attach.
+  await db.pool.query('DROP SCHEMA task_events CASCADE');
+  await migrate(db.pool);
+  await db.pool.query('SELECT task_events.attach()');
   const [id] = (await db.pool.query(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'kept') RETURNING id`)).rows.map((row) => Number(row.id));
   const events = await eventsOf(db.pool, async () => {
-    await db.pool.query(`UPDATE tasks SET name = 'ignored' WHERE id = $1`, [id]);
-    await db.pool.query(`UPDATE tasks SET "values" = '{"a":1}' WHERE id = $1`, [id]);
+    await db.pool.query(`UPDATE tasks SET status = 'done' WHERE id = $1`, [id]);
     await db.pool.query(`INSERT INTO task_owners VALUES ($1, 1)`, [id]);
-    await db.pool.query(`INSERT INTO task_assignees VALUES ($1, 1)`, [id]);
   });
-  t.strictSame(events, [ev('task_value_changed', id!, 1, 1), ev('task_owner_added', id!, 1, 1)]);
+  t.strictSame(events, [ev('task_status_changed', id!, 1, 1), ev('task_owner_added', id!, 1, 1)]);
 });

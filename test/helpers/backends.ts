@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import PG from 'pg';
 import type { Test } from 'tap';
+import { grant } from '../../lib/privileges.js';
 import { serverUrl, type TestDatabase } from './db.js';
 
 /** `url` with `application_name` set, so the plugin's backends can be told from the test's own. */
@@ -115,7 +116,7 @@ export async function waitForListenBackend(db: TestDatabase, applicationName: st
 /** A login role of its own for the plugin, so a test can lock it out (`NOLOGIN`) and kill its backends. */
 export interface AppRole {
   name: string;
-  /** Grants what the plugin needs on `db` (our schema's tables and sequences). */
+  /** Grants what the plugin needs on `db`: exactly what `fastify-task-events grant` gives. */
   grant(db: TestDatabase): Promise<void>;
   /** A connection string to `db` as this role. */
   url(db: TestDatabase, applicationName?: string): string;
@@ -144,12 +145,7 @@ export async function createAppRole(t: Test): Promise<AppRole> {
   t.teardown(() => admin(`DROP ROLE IF EXISTS ${name}`));
   return {
     name,
-    grant: async (db) => {
-      await db.pool.query(`
-        GRANT USAGE ON SCHEMA task_events TO ${name};
-        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA task_events TO ${name};
-        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA task_events TO ${name};`);
-    },
+    grant: (db) => grant(db.pool, name),
     url: (db, applicationName) => {
       const url = new URL(db.url);
       url.username = name;

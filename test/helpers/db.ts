@@ -3,6 +3,7 @@ import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import type { Test } from 'tap';
 import { migrate } from '../../lib/migrate.js';
+import { grant } from '../../lib/privileges.js';
 
 /** The server every test file works on. */
 export function serverUrl(): string {
@@ -21,9 +22,26 @@ export function databaseUrl(database: string): string {
 /** A database of its own for one test file */
 export interface TestDatabase {
   name: string;
+  /** As the server's superuser: migrations, schema, the test's own writes. */
   url: string;
+  /**
+   * As a role of its own holding only what `grant` gives (the plugin's least privileges), with a
+   * password; set once the migrations are applied. `startServer` connects the plugin with it.
+   */
+  appUrl?: string;
   /** A pool for the test's own writes and checks (not the plugin's). */
   pool: pg.Pool;
+}
+
+/** Runs one statement as the server's superuser, on its own connection. */
+async function asAdmin(sql: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: serverUrl() });
+  await admin.connect();
+  try {
+    await admin.query(sql);
+  } finally {
+    await admin.end();
+  }
 }
 
 /**
@@ -32,24 +50,33 @@ export interface TestDatabase {
  */
 export async function createTestDatabase(t: Test, options: { schema?: boolean; migrate?: boolean } = {}): Promise<TestDatabase> {
   const name = `task_events_test_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
+  await asAdmin(`CREATE DATABASE ${name}`);
 
   const url = databaseUrl(name);
   const pool = new pg.Pool({ connectionString: url, max: 8 });
   pool.on('error', () => {}); // a test that kills backends must not crash on an idle client's error
+  const role = `${name}_app`;
   t.teardown(async () => {
     await pool.end();
-    const dropper = new pg.Client({ connectionString: serverUrl() });
-    await dropper.connect();
-    await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await dropper.end();
+    await asAdmin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    // only once the database holding its grants is gone
+    await asAdmin(`DROP ROLE IF EXISTS ${role}`);
   });
-  if (options.migrate !== false) await migrate(pool);
-  if (options.schema !== false && options.migrate !== false) await applyReferenceSchema(pool);
-  return { name, url, pool };
+  if (options.migrate === false) return { name, url, pool };
+  await migrate(pool);
+  if (options.schema !== false) await applyReferenceSchema(pool);
+  return { name, url, pool, appUrl: await createRuntimeRole(name, role, pool) };
+}
+
+/** A login role for the plugin with exactly what `grant` gives it (dropped with the database). */
+async function createRuntimeRole(database: string, role: string, pool: pg.Pool): Promise<string> {
+  const password = randomBytes(8).toString('hex');
+  await asAdmin(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
+  await grant(pool, role);
+  const url = new URL(databaseUrl(database));
+  url.username = role;
+  url.password = password;
+  return url.toString();
 }
 
 /** The example's reference schema and seed, with our triggers attached. */

@@ -17,10 +17,14 @@ export interface TestServer {
   endpoint: (query?: Record<string, string>, environmentId?: number) => Promise<string>;
 }
 
-/** Starts the plugin on port 0 against `db` (short messageTime; no rate limit unless given). */
+/**
+ * Starts the plugin on port 0 against `db` (short messageTime; no rate limit unless given), as the
+ * database's least-privileged runtime role unless `options` names a connection of its own.
+ */
 export async function startServer(t: Test, db: TestDatabase, options: Partial<TaskEventsOptions> = {}): Promise<TestServer> {
   const app = Fastify({ logger: false });
-  await app.register(taskEvents, { connectionString: db.url, messageTime: 100, rateLimit: false, pollInterval: 500, ...options });
+  const connection = options.pool || options.connectionString ? {} : { connectionString: db.appUrl ?? db.url };
+  await app.register(taskEvents, { ...connection, messageTime: 100, rateLimit: false, pollInterval: 500, ...options });
   await app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => app.close());
   const address = app.server.address();
