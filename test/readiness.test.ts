@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pg from 'pg';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import taskEvents from '../lib/index.js';
 import { createAppRole, terminateBackends, withApplicationName } from './helpers/backends.js';
 import { createTestDatabase } from './helpers/db.js';
@@ -28,7 +28,6 @@ async function readyError(t: Test, url: string): Promise<Error & { code?: string
   await app.register(taskEvents, { connectionString: url, rateLimit: false });
   return app.ready().then(() => { throw new Error('ready() succeeded'); }, (error: Error & { code?: string }) => error);
 }
-type Test = typeof t;
 
 t.test('a database without our migrations fails ready() naming `migrate`', async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
