@@ -46,7 +46,7 @@ const ARGUMENTS: ReadonlyArray<readonly [keyof AttachOptions, string, string]> =
 /** A PostgreSQL error wrapped with a code, its own message kept as the readable part. */
 function wrap(error: unknown): Error {
   const message = error instanceof Error ? error.message : String(error);
-  return new HostErrors.DATABASE(message, { cause: error });
+  return new HostErrors.ATTACH(message, { cause: error });
 }
 
 /**

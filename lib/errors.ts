@@ -35,6 +35,8 @@ export const HostErrors = Object.freeze({
   /** The plugin's database role lacks privileges it needs at run time. */
   PRIVILEGES: createError('FST_TASK_EVENTS_PRIVILEGES',
     'fastify-task-events: role %s lacks %s; run `npx fastify-task-events grant --role %s` as the owner of schema task_events'),
-  /** The database could not be reached while starting. */
+  /** `attach()` or `detach()` refused (a table or column that does not exist); the message names the argument. */
+  ATTACH: createError('FST_TASK_EVENTS_ATTACH', 'fastify-task-events: %s'),
+  /** The database could not be reached or queried. */
   DATABASE: createError('FST_TASK_EVENTS_DATABASE', 'fastify-task-events: %s'),
 });

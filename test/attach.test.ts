@@ -205,7 +205,7 @@ t.test('an omitted owners table that does not exist fails naming task_owners => 
   const { taskOwners: _omitted, ...options } = hostOptions('js_no_owners');
   const error = await attach(pool, options).then(() => undefined, (caught: Error) => caught);
   t.match(error, {
-    code: 'FST_TASK_EVENTS_DATABASE',
+    code: 'FST_TASK_EVENTS_ATTACH',
     message: /task_owners => 'public\.task_owners': no such table \(pass task_owners => NULL if your app has none\)/,
     cause: { code: '42P01' },
   });
@@ -222,7 +222,7 @@ t.test('an unknown ignored column fails naming it', async (t) => {
 });
 
 t.test('a table name is a value, never SQL', async (t) => {
-  await t.rejects(attach(pool, { tasks: `x'); DROP SCHEMA task_events CASCADE; --` }), { code: 'FST_TASK_EVENTS_DATABASE' });
+  await t.rejects(attach(pool, { tasks: `x'); DROP SCHEMA task_events CASCADE; --` }), { code: 'FST_TASK_EVENTS_ATTACH' });
   const { rows: [row] } = await pool.query(`SELECT to_regnamespace('task_events') IS NOT NULL AS present`);
   t.equal(row.present, true);
 });

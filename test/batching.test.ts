@@ -77,8 +77,6 @@ t.test('a client that connects mid-stream gets every event from its start on, on
   const server = await startServer(t, db, { messageTime: 100 });
   const early = await TestClient.connect(t, await server.endpoint());
   const committed: number[] = [];
-  let late: TestClient | null = null;
-  let committedBeforeLate = 0;
   const total = 120;
   const writer = (async () => {
     for (let i = 0; i < total; i++) {
@@ -89,12 +87,11 @@ t.test('a client that connects mid-stream gets every event from its start on, on
   })();
   await early.waitFor(() => committed.length >= total / 3, 'a third of the writes');
   const url = await server.endpoint();
-  committedBeforeLate = committed.length;
-  late = await TestClient.connect(t, url);
+  const committedBeforeLate = committed.length;
+  const lateClient = await TestClient.connect(t, url);
   const openedAfter = committed.length;
   await writer;
   await early.waitForEvents(total);
-  const lateClient = late;
   await lateClient.waitFor(() => lateClient.events.at(-1)?.task_id === committed.at(-1), 'the last write');
   t.same(early.events.map((e) => e.task_id), committed, 'the early client got all, in order');
   const received = lateClient.events.map((e) => e.task_id);

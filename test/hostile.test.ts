@@ -4,7 +4,6 @@
 import type { FastifyInstance } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
-import WebSocket from 'ws';
 import { buildApp } from '../example/app.js';
 import { SERVER_OPTIONS } from '../example/server-options.js';
 import { createTestDatabase, type TestDatabase } from './helpers/db.js';

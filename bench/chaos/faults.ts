@@ -103,7 +103,7 @@ export class Faults {
     await role.setLogin(false);
     this.#lockedOut = true;
     let reconnectedAfter = 'did not reconnect within 30 s';
-    let loggedIn = started;
+    let loggedIn: number;
     const statuses: (number | string)[] = [];
     try {
       await terminateBackends(db, { user: role.name });
