@@ -6,7 +6,15 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 closed=$(mktemp -d)
-trap 'pkill -INT -g "${pgid:-0}" 2>/dev/null; rm -rf "$closed"' EXIT
+cleanup() {
+  [ -n "${pgid:-}" ] && kill -INT -- "-$pgid" 2>/dev/null
+  # the cluster kept outside the closed directory (the notice names it) goes with the clone
+  kept=$(grep -o '/var/tmp/fastify-task-events/data-[0-9a-f]*' "$closed/start.log" 2>/dev/null | head -n 1)
+  sleep 1
+  [ -n "$kept" ] && rm -rf "$kept"
+  rm -rf "$closed"
+}
+trap cleanup EXIT
 fail() { echo "not ok: $*"; tail -n 30 "$closed/start.log" 2>/dev/null; exit 1; }
 
 [ "$(stat -c %a "$closed")" = 700 ] || fail "mktemp -d is not 0700"
@@ -28,7 +36,8 @@ token=$(curl -sf -H 'Authorization: Token demo-key-1' http://127.0.0.1:3917/api/
 kill -INT -- "-$pgid"
 wait "$pgid"
 code=$?
+pgid=
 [ "$code" -eq 0 ] || fail "exit code $code after Ctrl-C"
 if grep -E '"level":(4|5|6)0' "$closed/start.log"; then fail "a warning or error was logged"; fi
-pgrep -f "postgres -D .*" -g "$pgid" >/dev/null && fail "PostgreSQL still running"
+sleep 1; ss -ltn | grep -q ":5497 " && fail "the embedded PostgreSQL (port 5497) is still running"
 echo ok

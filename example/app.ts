@@ -1,5 +1,5 @@
 // The example app: the reference schema, the task-events plugin and a small REST API on one pool.
-import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyHttpOptions, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
@@ -27,8 +27,14 @@ export type AppConfig = Pick<Config, 'logLevel' | 'taskEvents'> & { databaseUrl:
  * Creates the reference schema and seed with our triggers attached. Idempotent, and serialized
  * by an advisory lock: two instances starting at once would otherwise race on `CREATE TABLE`.
  */
-async function prepareDatabase(pool: pg.Pool): Promise<void> {
-  await migrate(pool);
+async function prepareDatabase(pool: pg.Pool, log: FastifyBaseLogger): Promise<void> {
+  await migrate(pool).catch(async (error: Error & { code?: string }) => {
+    if (error.code !== 'FST_TASK_EVENTS_FOREIGN_SCHEMA') throw error;
+    // The demo's own .data/ from the 0.1 pre-release: its outbox holds nothing worth keeping.
+    log.info('the demo database had the 0.1 pre-release schema task_events; re-creating it');
+    await pool.query('DROP SCHEMA task_events CASCADE');
+    await migrate(pool);
+  });
   const schema = await readFile(SCHEMA_FILE, 'utf8');
   const client = await pool.connect();
   try {
@@ -59,11 +65,12 @@ export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOpti
   });
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
   // An idle client's backend can be terminated (restart, failover): log it, never crash.
-  pool.on('error', (error) => app.log.warn({ err: error }, 'idle PostgreSQL client failed'));
+  // Its message and code only: pg-pool hangs the whole client on this error.
+  pool.on('error', (error: Error & { code?: string }) => app.log.warn({ error: { message: error.message, code: error.code } }, 'idle PostgreSQL client failed'));
   // onClose hooks run in reverse order: added before the plugin, this one runs after the plugin's.
   app.addHook('onClose', () => pool.end());
   try {
-    await prepareDatabase(pool);
+    await prepareDatabase(pool, app.log);
     const { rateLimit, ...settings } = config.taskEvents;
     await app.register(taskEvents, {
       pool,

@@ -328,3 +328,31 @@ t.test('npm start\'s server: SIGTERM closes sockets with 1001 and exits 0', asyn
   t.same({ code, signal }, { code: 0, signal: null });
   t.equal(stderr, '', 'nothing on stderr');
 });
+
+t.test('a demo database with the 0.1 pre-release schema is re-created at start, and events flow', async (t) => {
+  const db = await createTestDatabase(t, { migrate: false });
+  const { default: Postgrator } = await import('postgrator');
+  const client = await db.pool.connect();
+  try {
+    await new Postgrator({
+      migrationPattern: `${new URL('./fixtures/prerelease-migrations/', import.meta.url).pathname}*.sql`,
+      driver: 'pg',
+      database: db.name,
+      schemaTable: 'task_events.schemaversion',
+      execQuery: (query) => client.query(query),
+    }).migrate();
+  } finally {
+    client.release();
+  }
+  const app = await startExample(t, db.url);
+  const { rows } = await db.pool.query('SELECT max(version)::int AS version, count(*)::int AS files FROM task_events.schemaversion WHERE version > 0');
+  t.strictSame(rows[0], { version: 4, files: 4 }, 'this version\'s migrations');
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const token = await app.taskEvents.issueToken({ environmentId: 1, userId: 1 });
+  const ws = await TestClient.connect(t, `ws://127.0.0.1:${port}/ws/events/tasks/?uuid=${token}`);
+  await db.pool.query(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'after the re-creation')`);
+  const [event] = await ws.waitForEvents(1);
+  t.equal(event?.event, 'task_created');
+});
