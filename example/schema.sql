@@ -1,4 +1,4 @@
--- The reference schema of SPEC.md: the host's own tables, as a Catalyst-like app would have them.
+-- The reference schema: the host's own tables, as a Catalyst-like app would have them.
 -- Idempotent: a restart keeps the data. Applied after our migrations, then task_events.attach().
 CREATE TABLE IF NOT EXISTS environments (
   id   bigint PRIMARY KEY,

@@ -22,11 +22,6 @@ export class ConnectionCaps {
     this.#options = options;
   }
 
-  /** Open connections counted now. */
-  get size(): number {
-    return this.#total;
-  }
-
   /**
    * True when one more connection from `ip` would be over the IP or total cap: checked before the
    * token is spent, so a full server turns a client away without costing it its token.

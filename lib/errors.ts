@@ -37,6 +37,16 @@ export const HostErrors = Object.freeze({
     'fastify-task-events: role %s lacks %s; run `npx fastify-task-events grant --role %s` as the owner of schema task_events'),
   /** `attach()` or `detach()` refused (a table or column that does not exist); the message names the argument. */
   ATTACH: createError('FST_TASK_EVENTS_ATTACH', 'fastify-task-events: %s'),
+  /** A handshake's authentication failed (the database, or a custom `authenticate` threw): HTTP 500. */
+  AUTHENTICATION: createError('FST_TASK_EVENTS_AUTHENTICATION', 'fastify-task-events: authentication failed', 500),
+  /** Warnings (`app.taskEvents.events` 'warning'), each retried: a read of the outbox failed. */
+  READ: createError('FST_TASK_EVENTS_READ', 'fastify-task-events: reading the outbox failed; retrying'),
+  /** The LISTEN connection was lost or could not be made. */
+  LISTEN: createError('FST_TASK_EVENTS_LISTEN', 'fastify-task-events: LISTEN connection lost; reconnecting'),
+  /** A pruning round failed. */
+  PRUNE: createError('FST_TASK_EVENTS_PRUNE', 'fastify-task-events: pruning failed; will retry'),
+  /** An idle client of the plugin's own pool failed (its backend was terminated). */
+  POOL: createError('FST_TASK_EVENTS_POOL', 'fastify-task-events: idle pool client failed'),
   /** The database could not be reached or queried. */
   DATABASE: createError('FST_TASK_EVENTS_DATABASE', 'fastify-task-events: %s'),
 });

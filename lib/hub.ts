@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import { EventBuffer, serialize, type TaskEvent } from './buffer.js';
+import { Group } from './group.js';
 import { HandshakeHistory, type Ticket } from './handshakes.js';
 
 export type { Ticket } from './handshakes.js';
@@ -14,33 +15,6 @@ export interface Subscription {
   afterEventId: number;
   /** From {@link Hub.reserve}, taken before that position was read. */
   ticket: Ticket;
-}
-
-/** A socket with messages of its own until the group's next timed message. */
-interface Solo {
-  afterEventId: number;
-  buffer: EventBuffer;
-}
-
-/**
- * Sockets of one environment and filter. Members in step receive the same messages, serialized
- * once. A socket gets only events after its own outbox position, so a socket for which an event
- * is not meant (it joined later than the event's position, or the event is one it missed during
- * its handshake) leaves the step and gets its own messages until the next timed message, after
- * which every socket is in step again.
- */
-interface Group {
-  readonly key: string;
-  readonly environmentId: number;
-  readonly objectClassIds: ReadonlySet<number> | null;
-  /** In step: socket → its position (afterEventId). */
-  readonly members: Map<WebSocket, number>;
-  /** The largest position of a member: events above it are for every member. */
-  membersAfter: number;
-  readonly solos: Map<WebSocket, Solo>;
-  readonly buffer: EventBuffer;
-  timer: NodeJS.Timeout | null;
-  lastSentAt: number;
 }
 
 /** Batching rules of the contract. */
@@ -106,17 +80,12 @@ export class Hub extends EventEmitter {
     // Events published since the handshake started may be after this socket's position.
     const missed = new EventBuffer();
     for (const event of this.#handshakes.since(ticket)) {
-      if (event.id > afterEventId && accepts(group, event)) missed.push(event);
+      if (event.id > afterEventId && group.accepts(event)) missed.push(event);
     }
     this.release(ticket);
     this.#groupOf.set(socket, group);
-    if (missed.size === 0 && group.buffer.size === 0) {
-      group.members.set(socket, afterEventId);
-      group.membersAfter = Math.max(group.membersAfter, afterEventId);
-    } else {
-      group.solos.set(socket, { afterEventId, buffer: missed });
-      this.#afterPush(group);
-    }
+    group.add(socket, afterEventId, missed);
+    if (group.hasWaiting()) this.#afterPush(group);
   }
 
   /** Removes a socket (closed, or closing); what was buffered for it alone is dropped. */
@@ -124,15 +93,12 @@ export class Hub extends EventEmitter {
     const group = this.#groupOf.get(socket);
     if (!group) return;
     this.#groupOf.delete(socket);
-    group.members.delete(socket);
-    group.solos.delete(socket);
-    if (group.members.size === 0 && group.solos.size === 0) {
-      if (group.timer) clearTimeout(group.timer);
-      this.#groups.delete(group.key);
-      const groups = this.#byEnvironment.get(group.environmentId);
-      groups?.delete(group);
-      if (groups?.size === 0) this.#byEnvironment.delete(group.environmentId);
-    }
+    if (!group.remove(socket)) return;
+    if (group.timer) clearTimeout(group.timer);
+    this.#groups.delete(group.key);
+    const groups = this.#byEnvironment.get(group.environmentId);
+    groups?.delete(group);
+    if (groups?.size === 0) this.#byEnvironment.delete(group.environmentId);
   }
 
   /** Appends events read from the outbox, in the order they were read. */
@@ -144,12 +110,8 @@ export class Hub extends EventEmitter {
       const groups = this.#byEnvironment.get(event.environmentId);
       if (!groups) continue;
       for (const group of groups) {
-        if (!accepts(group, event)) continue;
-        if (event.id <= group.membersAfter) this.#split(group, event.id);
-        if (group.members.size) group.buffer.push(event);
-        for (const solo of group.solos.values()) {
-          if (event.id > solo.afterEventId) solo.buffer.push(event);
-        }
+        if (!group.accepts(event)) continue;
+        group.push(event);
         touched.add(group);
       }
     }
@@ -170,15 +132,10 @@ export class Hub extends EventEmitter {
   }
 
   #group(environmentId: number, objectClassIds: ReadonlySet<number> | null): Group {
-    const key = `${environmentId}|${objectClassIds ? [...objectClassIds].sort((a, b) => a - b).join(',') : '*'}`;
-    let group = this.#groups.get(key);
+    let group = this.#groups.get(Group.key(environmentId, objectClassIds));
     if (!group) {
-      group = {
-        key, environmentId, objectClassIds,
-        members: new Map(), membersAfter: 0, solos: new Map(), buffer: new EventBuffer(),
-        timer: null, lastSentAt: Date.now(),
-      };
-      this.#groups.set(key, group);
+      group = new Group(environmentId, objectClassIds);
+      this.#groups.set(group.key, group);
       let groups = this.#byEnvironment.get(environmentId);
       if (!groups) this.#byEnvironment.set(environmentId, (groups = new Set()));
       groups.add(group);
@@ -205,7 +162,7 @@ export class Hub extends EventEmitter {
       if (group.timer) clearTimeout(group.timer);
       group.timer = null;
     }
-    if (!group.timer && hasWaiting(group)) {
+    if (!group.timer && group.hasWaiting()) {
       const delay = Math.max(0, group.lastSentAt + messageTime - Date.now());
       group.timer = setTimeout(() => this.#flush(group), delay);
     }
@@ -226,29 +183,9 @@ export class Hub extends EventEmitter {
         this.#send(group, [socket], solo.buffer.take(messageLimit));
         sent = true;
       }
-      group.members.set(socket, solo.afterEventId);
-      group.membersAfter = Math.max(group.membersAfter, solo.afterEventId);
     }
-    group.solos.clear();
+    group.rejoin();
     if (sent) group.lastSentAt = Date.now();
-  }
-
-  /**
-   * An event at or below some members' positions (read late: a lost wake-up, a reconnect's
-   * backlog): those members leave the step, with what the group had buffered for them.
-   */
-  #split(group: Group, eventId: number): void {
-    let membersAfter = 0;
-    for (const [socket, afterEventId] of group.members) {
-      if (afterEventId >= eventId) {
-        group.members.delete(socket);
-        group.solos.set(socket, { afterEventId, buffer: group.buffer.clone() });
-      } else {
-        membersAfter = Math.max(membersAfter, afterEventId);
-      }
-    }
-    group.membersAfter = membersAfter;
-    if (group.members.size === 0) group.buffer.clear();
   }
 
   #send(group: Group, sockets: Iterable<WebSocket>, chunk: TaskEvent[]): void {
@@ -276,16 +213,4 @@ export class Hub extends EventEmitter {
     setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE).unref();
     this.emit('slow-consumer', { environmentId: group.environmentId, bufferedAmount });
   }
-}
-
-/** True when the event is for the group's environment and filter. */
-function accepts(group: Group, event: TaskEvent): boolean {
-  if (event.environmentId !== group.environmentId) return false;
-  return group.objectClassIds === null || (event.objectClassId !== null && group.objectClassIds.has(event.objectClassId));
-}
-
-function hasWaiting(group: Group): boolean {
-  if (group.buffer.size > 0) return true;
-  for (const solo of group.solos.values()) if (solo.buffer.size > 0) return true;
-  return false;
 }

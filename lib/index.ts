@@ -4,14 +4,15 @@ import fp from 'fastify-plugin';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { ConnectionCaps } from './caps.js';
+import { HostErrors } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
-import { checkDatabase } from './readiness.js';
 import { Listener } from './listener.js';
 import { logLifecycle } from './logging.js';
 import { migrate } from './migrate.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
+import { checkDatabase } from './readiness.js';
 import { Retention } from './retention.js';
 import { registerRoute } from './route.js';
 import { TokenStore } from './tokens.js';
@@ -78,7 +79,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   const events = new EventEmitter();
   if (!options.pool) {
     // An idle client's error (its backend was terminated) must not crash the process.
-    pool.on('error', (error) => events.emit('warning', new Error('task events: idle pool client failed', { cause: error })));
+    pool.on('error', (error) => events.emit('warning', new HostErrors.POOL({ cause: error })));
   }
   if (options.migrate) await migrate(pool);
 

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen from 'pg-listen';
 import type { TaskEvent } from './buffer.js';
+import { HostErrors } from './errors.js';
 import { currentSnapshot, doorbellTaken, outboxPosition, readOutbox } from './outbox.js';
 import { checkout } from './pool.js';
 
@@ -9,7 +10,7 @@ import { checkout } from './pool.js';
  * The channel the capture triggers notify (only the first writer after each read: the doorbell);
  * the payload is empty, the outbox holds the events.
  */
-export const CHANNEL = 'task_events';
+const CHANNEL = 'task_events';
 
 /** What the listener needs; it knows nothing of sockets. */
 export interface ListenerOptions {
@@ -29,17 +30,17 @@ const RETRY_BASE = 100;
  * Milliseconds before reading again while other transactions still hold the outbox: 100, and
  * {@link DOORBELL_CHECK} once a follow-up found nothing new (a long transaction stays open).
  */
-export const FOLLOW_UP_DELAY = 100;
+const FOLLOW_UP_DELAY = 100;
 /**
  * Milliseconds between looks at the doorbell: when a writer took it since the last read but no
  * NOTIFY came (the ringer is still open, or rolled back), read anyway. This bounds how late a
  * read can be while writes go on, so events stay within messageTime + 250 ms.
  */
-export const DOORBELL_CHECK = 200;
+const DOORBELL_CHECK = 200;
 const RETRY_CAP = 5000;
 
 /** Capped exponential backoff with full jitter: the n-th retry waits up to 100·2ⁿ ms, at most 5 s. */
-export function retryDelay(attempt: number): number {
+function retryDelay(attempt: number): number {
   return Math.round(Math.random() * Math.min(RETRY_CAP, RETRY_BASE * 2 ** Math.min(attempt, 16)));
 }
 
@@ -138,7 +139,7 @@ export class Listener extends EventEmitter {
         this.#foundNothing = count === 0;
         if (writing) this.#followUp();
       } catch (error) {
-        this.emit('warning', new Error('task events: reading the outbox failed; retrying', { cause: error }));
+        this.emit('warning', new HostErrors.READ({ cause: error }));
         if (this.#closing) return;
         this.#readRetryTimer = setTimeout(() => this.wake(), retryDelay(++this.#readFailures));
         return;
@@ -196,9 +197,11 @@ export class Listener extends EventEmitter {
   }
 
   /**
-   * Connects the LISTEN connection. pg-listen is told not to reconnect by itself (its reconnect
-   * loop cannot be cancelled while an attempt is under way); a lost or failed connection is
-   * replaced by a fresh subscriber here, after a capped, jittered delay, until close().
+   * Connects the LISTEN connection. pg-listen is kept for its paranoid check (a query every 10 s
+   * that notices a connection dead without a FIN, which a LISTEN alone never would); its own
+   * reconnect is switched off (retryLimit 1: it gives up after 3 s by default, and its loop cannot
+   * be cancelled while an attempt is under way), so a lost or failed connection is replaced by a
+   * fresh subscriber here, after a capped, jittered delay, until close().
    */
   async #subscribe(attempt: number): Promise<void> {
     if (this.#closing) return;
@@ -215,7 +218,7 @@ export class Listener extends EventEmitter {
       if (this.#subscriber === subscriber) this.#subscriber = null;
       void subscriber.close().catch(() => {});
       if (this.#closing) return;
-      this.emit('warning', new Error('task events: LISTEN connection lost; reconnecting', { cause: error }));
+      this.emit('warning', new HostErrors.LISTEN({ cause: error }));
       // After a connection that worked, the first retry comes quickly again.
       this.#retrySubscribe(connected ? 1 : attempt + 1);
     };

@@ -3,23 +3,27 @@
 import type pg from 'pg';
 import type { TaskEvent } from './buffer.js';
 
-// Rows committed after `$1` (a snapshot): their transaction had not started by then (xid >= xmax)
-// or was still running (xid in xip). Every other row was visible to that snapshot or never
-// commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next `$1`, the
-// reads tile the outbox's commit history with no gap and no overlap, whatever order concurrent
-// transactions commit in.
-const NEW_ROWS = `
+// Rows committed after the snapshot `since`: their transaction had not started by then
+// (xid >= xmax) or was still running (xid in xip). Every other row was visible to that snapshot
+// or never commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next
+// `since`, the reads tile the outbox's commit history with no gap and no overlap, whatever order
+// concurrent transactions commit in. The snapshot is written into the text, not bound: the read
+// opens with several statements in one round trip, which PostgreSQL takes only without parameters
+// (SNAPSHOT below checks its shape first).
+function newRows(since: string): string {
+  return `
   SELECT id, environment_id, task_id, object_class_id, event,
          to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
     SELECT id, environment_id, task_id, object_class_id, event, created_at
     FROM task_events.outbox
-    WHERE xid >= pg_snapshot_xmax($1::pg_snapshot)
-       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))
+    WHERE xid >= pg_snapshot_xmax('${since}'::pg_snapshot)
+       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip('${since}'::pg_snapshot)))
     ORDER BY id
     OFFSET 0
   ) AS new_rows`;
+}
 
 // Before each read (one round trip, task_events.before_read()): when other transactions hold the
 // outbox (they have written events and not committed yet), a follow-up read comes soon and the
@@ -28,7 +32,7 @@ const NEW_ROWS = `
 // again, then take the snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses
 // either held the outbox when we looked (so we read again soon) or wrote after the arm (so it, or
 // an earlier writer since the arm, rings, and the doorbell look catches a ringer that is slow or
-// rolled back). See migrations/005.do.cheap-writes.sql.
+// rolled back). See migrations/001.do.outbox.sql.
 const BEFORE_READ = 'SELECT task_events.before_read() AS writing';
 
 /** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
@@ -46,11 +50,11 @@ function openRead(since: string, batchSize: number): string {
   return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
     SET LOCAL work_mem = '${READ_WORK_MEM}';
     SELECT pg_current_snapshot()::text AS snapshot;
-    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${NEW_ROWS.replaceAll('$1', `'${since}'`)};
+    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${newRows(since)};
     FETCH ${batchSize} FROM task_events_new_rows`;
 }
 
-/** A row of NEW_ROWS, fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
+/** A row of newRows(), fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
 type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
 
 function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: OutboxRow): TaskEvent {
@@ -85,15 +89,16 @@ export async function readOutbox(
   onBatch: (events: TaskEvent[]) => void,
 ): Promise<ReadOutcome> {
   const writing = Boolean((await client.query<{ writing: boolean }>(BEFORE_READ)).rows[0]?.writing);
-  const opened = (await client.query({ text: openRead(since, batchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
-  const snapshot = String((opened[2]?.rows[0] as unknown[])[0]);
+  // One result per statement of openRead(): BEGIN, SET, the snapshot, DECLARE, the first FETCH.
+  const [, , snapshotResult, , firstBatch] = (await client.query({ text: openRead(since, batchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
+  const snapshot = String((snapshotResult?.rows[0] as unknown[])[0]);
   const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
     const fetched = client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_new_rows`, rowMode: 'array' });
     // awaited below; if handing on the batch before it throws, its failure must not go unhandled
     fetched.catch(() => {});
     return fetched;
   };
-  let next = Promise.resolve(opened[4] as pg.QueryResult<OutboxRow>);
+  let next = Promise.resolve(firstBatch as pg.QueryResult<OutboxRow>);
   for (;;) {
     const batch = await next;
     const more = batch.rows.length === batchSize;

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { HostErrors } from './errors.js';
 import { checkout } from './pool.js';
 import type { TokenStore } from './tokens.js';
 
@@ -55,7 +56,7 @@ export class Retention {
     this.#timer = setInterval(() => {
       if (this.#running) return;
       this.#running = this.prune()
-        .catch((error) => options.onWarning(new Error('task events: pruning failed; will retry', { cause: error })))
+        .catch((error) => options.onWarning(new HostErrors.PRUNE({ cause: error })))
         .finally(() => {
           this.#running = null;
         });

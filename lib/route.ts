@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { ConnectionCaps } from './caps.js';
-import { errorFrame, type ErrorCode } from './errors.js';
+import { errorFrame, HostErrors, type ErrorCode } from './errors.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { Hub, Ticket } from './hub.js';
 import type { Authenticate, Identity } from './options.js';
@@ -97,7 +97,7 @@ function redactedRequest(request: FastifyRequest): Record<string, unknown> {
 }
 
 /** `undefined` for a malformed list; `null` for no filter. */
-export function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
+function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
   if (value === undefined || value === '') return null;
   if (typeof value !== 'string' || !CLASS_IDS.test(value)) return undefined;
   return new Set(value.split(',').map((id) => Number(id.trim())));
@@ -138,6 +138,8 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     const objectClassIds = parseObjectClassIds(query.object_class_ids);
     if (objectClassIds === undefined) return void verdicts.set(request, { error: 'ERR_INVALID_OBJECT_CLASS_IDS' });
     const token = query.uuid;
+    // The contract's token is a UUID v4: anything else is refused before `authenticate` (a custom
+    // one too) is asked, so junk tokens cost no database round trip.
     if (!isTokenShaped(token)) return void verdicts.set(request, { error: 'ERR_INVALID_UUID' });
     const ticket = hub.reserve();
     try {
@@ -151,7 +153,7 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     } catch (error) {
       hub.release(ticket);
       // Fastify answers 500 with this message; the cause (a database error) goes to the log only.
-      throw new Error('Task events: authentication failed', { cause: error });
+      throw new HostErrors.AUTHENTICATION({ cause: error });
     }
   }
 
