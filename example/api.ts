@@ -45,6 +45,25 @@ const task = {
   },
 } as const;
 // Every statement is fixed text with parameters; $1/$2 order is noted where it is not obvious.
+/**
+ * Adding a user to, and removing one from, a task's owners or assignees: $1 task, $2 user, $3
+ * environment. FOR KEY SHARE keeps the task from being deleted meanwhile.
+ */
+function membershipSql(table: 'task_owners' | 'task_assignees'): { add: string; remove: string } {
+  const member = 'member AS (SELECT id FROM users WHERE id = $2 AND environment_id = $3)';
+  const found = 'SELECT EXISTS (SELECT 1 FROM task) AS task_found, EXISTS (SELECT 1 FROM member) AS user_found';
+  return {
+    add: `
+      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3 FOR KEY SHARE), ${member},
+           added AS (INSERT INTO ${table} (task_id, user_id) SELECT task.id, member.id FROM task, member ON CONFLICT DO NOTHING)
+      ${found}`,
+    remove: `
+      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3), ${member},
+           removed AS (DELETE FROM ${table} l USING task, member WHERE l.task_id = task.id AND l.user_id = member.id)
+      ${found}`,
+  };
+}
+
 const TASK_SQL = {
   // $1 environment, $2 object class: inserts nothing for another environment's class.
   create: `
@@ -73,31 +92,8 @@ const TASK_SQL = {
               ARRAY(SELECT o.user_id FROM task_owners o WHERE o.task_id = t.id ORDER BY o.user_id) AS owners,
               ARRAY(SELECT a.user_id FROM task_assignees a WHERE a.task_id = t.id ORDER BY a.user_id) AS assignees`,
   delete: 'DELETE FROM tasks WHERE id = $1 AND environment_id = $2',
-  // $1 task, $2 user, $3 environment. FOR KEY SHARE keeps the task from being deleted meanwhile.
-  owners: {
-    add: `
-      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3 FOR KEY SHARE),
-           member AS (SELECT id FROM users WHERE id = $2 AND environment_id = $3),
-           added AS (INSERT INTO task_owners (task_id, user_id) SELECT task.id, member.id FROM task, member ON CONFLICT DO NOTHING)
-      SELECT EXISTS (SELECT 1 FROM task) AS task_found, EXISTS (SELECT 1 FROM member) AS user_found`,
-    remove: `
-      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3),
-           member AS (SELECT id FROM users WHERE id = $2 AND environment_id = $3),
-           removed AS (DELETE FROM task_owners l USING task, member WHERE l.task_id = task.id AND l.user_id = member.id)
-      SELECT EXISTS (SELECT 1 FROM task) AS task_found, EXISTS (SELECT 1 FROM member) AS user_found`,
-  },
-  assignees: {
-    add: `
-      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3 FOR KEY SHARE),
-           member AS (SELECT id FROM users WHERE id = $2 AND environment_id = $3),
-           added AS (INSERT INTO task_assignees (task_id, user_id) SELECT task.id, member.id FROM task, member ON CONFLICT DO NOTHING)
-      SELECT EXISTS (SELECT 1 FROM task) AS task_found, EXISTS (SELECT 1 FROM member) AS user_found`,
-    remove: `
-      WITH task AS (SELECT id FROM tasks WHERE id = $1 AND environment_id = $3),
-           member AS (SELECT id FROM users WHERE id = $2 AND environment_id = $3),
-           removed AS (DELETE FROM task_assignees l USING task, member WHERE l.task_id = task.id AND l.user_id = member.id)
-      SELECT EXISTS (SELECT 1 FROM task) AS task_found, EXISTS (SELECT 1 FROM member) AS user_found`,
-  },
+  owners: membershipSql('task_owners'),
+  assignees: membershipSql('task_assignees'),
 } as const;
 
 const API_KEY = /^Token\s+(\S+)\s*$/i;

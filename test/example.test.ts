@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import { buildApp } from '../example/app.js';
 import { ConfigError, loadConfig, type TaskEventsSettings } from '../example/config.js';
 import { createTestDatabase } from './helpers/db.js';
+import { applyPrereleaseMigrations } from './helpers/prerelease.js';
 import { nextEvent, TestClient } from './helpers/server.js';
 
 const ACME = { authorization: 'Token demo-key-1' };
@@ -331,19 +332,7 @@ t.test('npm start\'s server: SIGTERM closes sockets with 1001 and exits 0', asyn
 
 t.test('a demo database with the 0.1 pre-release schema is re-created at start, and events flow', async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
-  const { default: Postgrator } = await import('postgrator');
-  const client = await db.pool.connect();
-  try {
-    await new Postgrator({
-      migrationPattern: `${new URL('./fixtures/prerelease-migrations/', import.meta.url).pathname}*.sql`,
-      driver: 'pg',
-      database: db.name,
-      schemaTable: 'task_events.schemaversion',
-      execQuery: (query) => client.query(query),
-    }).migrate();
-  } finally {
-    client.release();
-  }
+  await applyPrereleaseMigrations(db);
   const app = await startExample(t, db.url);
   const { rows } = await db.pool.query('SELECT max(version)::int AS version, count(*)::int AS files FROM task_events.schemaversion WHERE version > 0');
   t.strictSame(rows[0], { version: 4, files: 4 }, 'this version\'s migrations');

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import Postgrator from 'postgrator';
 import t from 'tap';
 import { applyReferenceSchema, createTestDatabase } from './helpers/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
+import { applyPrereleaseMigrations } from './helpers/prerelease.js';
 import { migrate, migrationsDirectory, migrationState } from '../lib/migrate.js';
 
 /**
@@ -18,8 +17,6 @@ const RELEASED: Record<string, string> = {
   '003.do.prune-horizon.sql': 'bb05eeedd05ea05b8d0da26b5a6e216b',
   '004.do.capture.sql': '4e9644229720a37d22a2d153ad258b5e',
 };
-
-const PRERELEASE = fileURLToPath(new URL('./fixtures/prerelease-migrations/', import.meta.url));
 
 t.test('released migration files never change', async (t) => {
   const files = (await readdir(migrationsDirectory)).filter((file) => file.endsWith('.sql')).sort();
@@ -41,19 +38,7 @@ t.test('migrations apply twice and from two processes at once', async (t) => {
 
 t.test('a database with the 0.x pre-release migrations is refused with the fix, and the fix works', async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
-  const client = await db.pool.connect();
-  try {
-    const prerelease = new Postgrator({
-      migrationPattern: `${PRERELEASE}/*.sql`,
-      driver: 'pg',
-      database: db.name,
-      schemaTable: 'task_events.schemaversion',
-      execQuery: (query) => client.query(query),
-    });
-    await prerelease.migrate();
-  } finally {
-    client.release();
-  }
+  await applyPrereleaseMigrations(db);
   await applyReferenceSchema(db.pool);
   t.strictSame((await migrationState(db.pool)).foreign, [1, 2, 3, 4, 5]);
 
