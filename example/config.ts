@@ -1,38 +1,28 @@
-// The example server's settings, read once from the environment. A malformed value stops startup
-// with a message naming the variable and what it allows; an empty value counts as unset.
+// The example server's settings, read once from the environment; an empty value counts as unset.
+// The plugin's settings come from its options table (OPTIONS): the variables it names, each text
+// parsed as its option's kind of value and checked by the plugin's own check, so a bad value stops
+// startup with what the plugin allows, said of the variable.
+import { OPTIONS, Refusal, type Check, type TaskEventsOptions } from '../lib/index.js';
 
 /** Pino levels accepted by `LOG_LEVEL`. */
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** One of {@link LOG_LEVELS}. */
-export type LogLevel = (typeof LOG_LEVELS)[number];
+type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Defaults of the example server (the plugin's own defaults apply to its options). */
-export const DEFAULT_HOST = '127.0.0.1';
-export const DEFAULT_PORT = 3000;
-export const DEFAULT_LOG_LEVEL: LogLevel = 'info';
+const DEFAULT_HOST = '127.0.0.1';
+const DEFAULT_PORT = 3000;
+const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 /** Next to the usual 5432, so a PostgreSQL already installed on the machine keeps its port. */
-export const DEFAULT_EMBEDDED_PG_PORT = 5433;
+const DEFAULT_EMBEDDED_PG_PORT = 5433;
 
-/** Node timers overflow (and fire after 1 ms) past this many milliseconds. */
-const MAX_TIMER_MS = 2_147_483_647;
+type Options = typeof OPTIONS;
 
-/** The plugin options the environment can override; unset ones keep the plugin's defaults. */
-export interface TaskEventsSettings {
-  messageTime?: number;
-  messageLimit?: number;
-  tokenTtl?: number;
-  heartbeatInterval?: number;
-  maxBufferedBytes?: number;
-  outboxRetention?: number;
-  /** `false` when `TASK_EVENTS_RATE_LIMIT_MAX=0`; a field left out keeps the plugin's default. */
-  rateLimit?: { max?: number; timeWindow?: number } | false;
-  allowedOrigins?: string[];
-  requireOrigin?: boolean;
-  maxConnectionsPerUser?: number;
-  maxConnectionsPerIp?: number;
-  maxConnections?: number;
-}
+/** The plugin options the environment can set: those the options table names a variable for. */
+type EnvOption = { [K in keyof Options]: Options[K] extends { env: unknown } ? K : never }[keyof Options];
+
+/** The plugin options the environment sets; unset ones keep the plugin's defaults. */
+export type TaskEventsSettings = Pick<TaskEventsOptions, EnvOption>;
 
 /** Everything the example server reads from the environment. */
 export interface Config {
@@ -66,10 +56,6 @@ function integer(env: Env, name: string, min: number, max: number, allows: strin
   return parsed;
 }
 
-function milliseconds(env: Env, name: string): number | undefined {
-  return integer(env, name, 1, MAX_TIMER_MS, `a positive integer of milliseconds, at most ${MAX_TIMER_MS}`);
-}
-
 function databaseUrl(env: Env): string | undefined {
   const value = read(env, 'DATABASE_URL');
   if (value === undefined) return undefined;
@@ -94,62 +80,48 @@ function logLevel(env: Env): LogLevel {
   return value as LogLevel;
 }
 
-function rateLimit(env: Env): TaskEventsSettings['rateLimit'] {
-  const max = integer(env, 'TASK_EVENTS_RATE_LIMIT_MAX', 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer (0 turns the limit off)');
-  const timeWindow = milliseconds(env, 'TASK_EVENTS_RATE_LIMIT_WINDOW_MS');
-  if (max === 0) return false;
-  if (max === undefined && timeWindow === undefined) return undefined;
-  return { ...(max !== undefined && { max }), ...(timeWindow !== undefined && { timeWindow }) };
-}
-
-/** `TASK_EVENTS_ALLOWED_ORIGINS=https://a.example,https://b.example`: each a bare origin. */
-function allowedOrigins(env: Env): string[] | undefined {
-  const value = read(env, 'TASK_EVENTS_ALLOWED_ORIGINS');
-  if (value === undefined) return undefined;
-  const origins = value.split(',').map((entry) => entry.trim());
-  for (const origin of origins) {
-    let url: URL | undefined;
-    try {
-      url = new URL(origin);
-    } catch {
-      // reported below
-    }
-    const bare = url && (url.protocol === 'http:' || url.protocol === 'https:') && url.pathname === '/' && !url.search && !url.hash && !url.username && !origin.endsWith('/') && /^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$/i.test(url.hostname);
-    if (!bare) {
-      throw new ConfigError(`TASK_EVENTS_ALLOWED_ORIGINS must be a comma-separated list of origins like https://app.example.com (scheme://host[:port], no path), got '${value}'`);
-    }
+/** What `variable` spells, or `undefined` when it is unset; a value `check` refuses stops startup. */
+function setting<T>(env: Env, variable: string, check: Check<T, unknown>): T | undefined {
+  const text = read(env, variable);
+  if (text === undefined) return undefined;
+  const value = check.text ? check.text.parse(text) : text;
+  const refusal = check.resolve(value);
+  if (refusal instanceof Refusal) {
+    throw new ConfigError(`${variable} must be ${check.text?.allows ?? refusal.allows}, got ${JSON.stringify(text)}`);
   }
-  return origins;
+  return value as T;
 }
 
-function boolean(env: Env, name: string): boolean | undefined {
-  const value = read(env, name);
-  if (value === undefined) return undefined;
-  if (value === 'true' || value === '1') return true;
-  if (value === 'false' || value === '0') return false;
-  throw new ConfigError(`${name} must be true, false, 1 or 0, got '${value}'`);
+/** One variable a field; a field left unset keeps the plugin's default, and `0` attempts is `rateLimit: false`. */
+function rateLimit(env: Env): TaskEventsSettings['rateLimit'] {
+  const { check, env: variables } = OPTIONS.rateLimit;
+  const off = read(env, variables.max) === '0';
+  const limit = {
+    max: off ? undefined : setting(env, variables.max, check.fields.max),
+    timeWindow: setting(env, variables.timeWindow, check.fields.timeWindow),
+  };
+  if (off) return false;
+  return defined(limit);
 }
 
-function connectionCap(env: Env, name: string): number | undefined {
-  return integer(env, name, 0, MAX_TIMER_MS, `an integer from 0 (no cap) to ${MAX_TIMER_MS}`);
+/** `value` without its undefined fields; `undefined` when none is left. */
+function defined<T extends object>(value: T): Partial<T> | undefined {
+  const entries = Object.entries(value).filter(([, field]) => field !== undefined);
+  return entries.length > 0 ? (Object.fromEntries(entries) as Partial<T>) : undefined;
+}
+
+/** The plugin options the environment sets; unset ones are left out, so the plugin's defaults apply. */
+function taskEvents(env: Env): TaskEventsSettings {
+  const settings: Record<string, unknown> = { rateLimit: rateLimit(env) };
+  for (const [option, spec] of Object.entries(OPTIONS)) {
+    if ('env' in spec && typeof spec.env === 'string') settings[option] = setting<unknown>(env, spec.env, spec.check);
+  }
+  return defined(settings) ?? {};
 }
 
 /** Reads and validates the environment; throws a {@link ConfigError} on the first bad value. */
 export function loadConfig(env: Env = process.env): Config {
-  const taskEvents: TaskEventsSettings = {
-    messageTime: milliseconds(env, 'TASK_EVENTS_MESSAGE_TIME_MS'),
-    messageLimit: integer(env, 'TASK_EVENTS_MESSAGE_LIMIT', 1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
-    tokenTtl: milliseconds(env, 'TASK_EVENTS_TOKEN_TTL_MS'),
-    rateLimit: rateLimit(env),
-    heartbeatInterval: milliseconds(env, 'TASK_EVENTS_HEARTBEAT_MS'),
-    maxBufferedBytes: integer(env, 'TASK_EVENTS_MAX_BUFFERED_BYTES', 1, MAX_TIMER_MS, `a positive integer of bytes, at most ${MAX_TIMER_MS}`),
-    outboxRetention: milliseconds(env, 'TASK_EVENTS_OUTBOX_RETENTION_MS'),
-    allowedOrigins: allowedOrigins(env),
-    requireOrigin: boolean(env, 'TASK_EVENTS_REQUIRE_ORIGIN'),
-    maxConnectionsPerUser: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS_PER_USER'),
-    maxConnectionsPerIp: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS_PER_IP'),
-    maxConnections: connectionCap(env, 'TASK_EVENTS_MAX_CONNECTIONS'),
-  };
+  const settings = taskEvents(env);
   const host = read(env, 'HOST') ?? DEFAULT_HOST;
   if (/\s/.test(host)) throw new ConfigError(`HOST must be a host name or IP address, got '${host}'`);
   return {
@@ -158,7 +130,6 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     port: integer(env, 'PORT', 0, 65535, 'a port number from 0 to 65535') ?? DEFAULT_PORT,
     logLevel: logLevel(env),
-    // Unset keys are left out, so the plugin's own defaults apply.
-    taskEvents: Object.fromEntries(Object.entries(taskEvents).filter(([, value]) => value !== undefined)),
+    taskEvents: settings,
   };
 }

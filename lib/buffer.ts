@@ -1,9 +1,23 @@
+import type { Snapshot } from './snapshot.js';
+
+/** The outbox read an event came from: the rows committed after `since` that `upto` sees. */
+export interface ReadSpan {
+  readonly since: Snapshot;
+  readonly upto: Snapshot;
+}
+
 /** One event as it travels from the outbox to the sockets. */
 export interface TaskEvent {
   /** The outbox id: the database's order of creation. */
   readonly id: number;
+  /** The writing transaction (xid8), for the v2 cursors. */
+  readonly xid: number;
+  /** Its read: a message's cursor is stated in the read of its last event. */
+  readonly read: ReadSpan;
   readonly environmentId: number;
   readonly objectClassId: number | null;
+  /** `task_created`, …: for the `event_types` filter. */
+  readonly event: string;
   /** ISO 8601 with microseconds and `+00:00`, so that string order is time order. */
   readonly timestamp: string;
   /** The event as a client receives it, serialized once when it is read. */
@@ -29,8 +43,17 @@ export class EventBuffer {
 
   /** Removes and returns the oldest `limit` events, in ascending timestamp (stable for ties). */
   take(limit: number): TaskEvent[] {
+    return this.takeMessage(limit).events;
+  }
+
+  /**
+   * {@link take}, and the last of the events in the order they were pushed (the stream's order,
+   * which a v2 cursor follows; the message itself is in timestamp order).
+   */
+  takeMessage(limit: number): { events: TaskEvent[]; last: TaskEvent } {
     const end = Math.min(this.#head + limit, this.#events.length);
     const chunk = this.#events.slice(this.#head, end);
+    const last = chunk[chunk.length - 1] as TaskEvent;
     this.#head = end;
     if (this.#head === this.#events.length) {
       this.#events = [];
@@ -39,7 +62,7 @@ export class EventBuffer {
       this.#events = this.#events.slice(this.#head);
       this.#head = 0;
     }
-    return byTimestamp(chunk);
+    return { events: byTimestamp(chunk), last };
   }
 
   /** A copy holding the same waiting events, in the same order. */

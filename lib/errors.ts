@@ -10,6 +10,9 @@ export const ERRORS = Object.freeze({
   RECEIVE_NOT_SUPPORTED: 'This WebSocket connection does not support receiving messages.',
   ERR_RATE_LIMIT_EXCEEDED: 'The rate limit for requests has been exceeded. Please wait before trying again.',
   ERR_INVALID_OBJECT_CLASS_IDS: 'object_class_ids must be a comma-separated list of integers.',
+  ERR_INVALID_EVENT_TYPES: 'event_types must be a comma-separated list of event names.',
+  ERR_INVALID_CURSOR: 'The cursor is malformed or was not issued by this service.',
+  ERR_CURSOR_EXPIRED: 'The cursor is older than the events this service keeps; connect without it to start afresh.',
 } as const);
 
 /** One of the error codes a client can receive. */
@@ -43,6 +46,8 @@ export const HostErrors = Object.freeze({
   READ: createError('FST_TASK_EVENTS_READ', 'fastify-task-events: reading the outbox failed; retrying'),
   /** The LISTEN connection was lost or could not be made. */
   LISTEN: createError('FST_TASK_EVENTS_LISTEN', 'fastify-task-events: LISTEN connection lost; reconnecting'),
+  /** A v2 resume's backlog could not be read; its socket is closed with 1011 (the client resumes again). */
+  BACKLOG: createError('FST_TASK_EVENTS_BACKLOG', 'fastify-task-events: sending a resume\'s backlog failed'),
   /** A pruning round failed. */
   PRUNE: createError('FST_TASK_EVENTS_PRUNE', 'fastify-task-events: pruning failed; will retry'),
   /** An idle client of the plugin's own pool failed (its backend was terminated). */

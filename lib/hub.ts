@@ -1,20 +1,22 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
-import { EventBuffer, serialize, type TaskEvent } from './buffer.js';
-import { Group } from './group.js';
+import { EventBuffer, serialize, type ReadSpan, type TaskEvent } from './buffer.js';
+import { cursorAfter, cursorAt, type Cursor } from './cursor.js';
+import { cursorFrame, eventsFrame } from './frames.js';
+import { Group, type Filter, type Start } from './group.js';
 import { HandshakeHistory, type Ticket } from './handshakes.js';
+import { visible } from './snapshot.js';
 
 export type { Ticket } from './handshakes.js';
 
-/** What a socket subscribes to: one environment, optionally some object classes. */
-export interface Subscription {
-  environmentId: number;
-  /** `null`: every class of the environment. */
-  objectClassIds: ReadonlySet<number> | null;
-  /** The outbox position read during the handshake: only events with a larger id are sent. */
-  afterEventId: number;
-  /** From {@link Hub.reserve}, taken before that position was read. */
+/** What a socket subscribes to, and where its stream starts. */
+export interface Subscription extends Filter {
+  /** v1: the outbox position read during the handshake; v2: the snapshot taken then. */
+  start: Start;
+  /** From {@link Hub.reserve}, taken before that position or snapshot was read. */
   ticket: Ticket;
+  /** v2 resume: nothing live is sent until {@link Hub.unhold} (its backlog goes first). */
+  held?: boolean;
 }
 
 /** Batching rules of the contract. */
@@ -23,6 +25,10 @@ export interface HubOptions {
   messageLimit: number;
   /** A socket with more unsent bytes than this after a send is closed with 1013. */
   maxBufferedBytes: number;
+  /** v2: an idle client gets a cursor frame at most this often (so its cursor never ages out). */
+  cursorInterval: number;
+  /** v2: signs a cursor. */
+  encodeCursor: (cursor: Cursor) => string;
 }
 
 /** Close code for a client that does not keep up: "Try Again Later". */
@@ -32,8 +38,9 @@ const TRY_AGAIN_LATER = 1013;
 const SLOW_CLOSE_GRACE = 5000;
 
 /**
- * Groups of sockets per environment and filter, the flush timers, and one serialization per
- * message per group. Fed by {@link Hub.publish}; knows nothing of PostgreSQL.
+ * Groups of sockets per protocol, environment and filter, the flush timers, and one serialization
+ * per message per group. Fed by {@link Hub.publish} and {@link Hub.advance}; knows nothing of
+ * PostgreSQL.
  *
  * Emits `flushed` ({ group, events, sockets }) after each message, and `slow-consumer`
  * ({ environmentId, bufferedAmount }) when it closes a client that does not keep up.
@@ -63,7 +70,7 @@ export class Hub extends EventEmitter {
     };
   }
 
-  /** Call at the start of a handshake, before its outbox position is read. */
+  /** Call at the start of a handshake, before its outbox position (or snapshot) is read. */
   reserve(): Ticket {
     return this.#handshakes.reserve();
   }
@@ -73,19 +80,28 @@ export class Hub extends EventEmitter {
     this.#handshakes.release(ticket);
   }
 
-  /** Adds an open socket; it receives the events after its position, from its next message on. */
+  /** Adds an open socket; it receives the events of its stream, from its next message on. */
   join(socket: WebSocket, subscription: Subscription): void {
-    const { environmentId, objectClassIds, afterEventId, ticket } = subscription;
-    const group = this.#group(environmentId, objectClassIds);
-    // Events published since the handshake started may be after this socket's position.
+    const { start, ticket, held = false } = subscription;
+    const group = this.#group(start.protocol, subscription);
+    // Events published since the handshake started may be in this socket's stream.
     const missed = new EventBuffer();
     for (const event of this.#handshakes.since(ticket)) {
-      if (event.id > afterEventId && group.accepts(event)) missed.push(event);
+      if (group.accepts(event) && inStream(start, event)) missed.push(event);
     }
     this.release(ticket);
     this.#groupOf.set(socket, group);
-    group.add(socket, afterEventId, missed);
+    group.add(socket, start, missed, held);
     if (group.hasWaiting()) this.#afterPush(group);
+  }
+
+  /** v2 resume: the backlog has gone out; live events follow. */
+  unhold(socket: WebSocket): void {
+    const group = this.#groupOf.get(socket);
+    const solo = group?.solos.get(socket);
+    if (!group || !solo) return;
+    solo.held = false;
+    this.#afterPush(group);
   }
 
   /** Removes a socket (closed, or closing); what was buffered for it alone is dropped. */
@@ -96,9 +112,9 @@ export class Hub extends EventEmitter {
     if (!group.remove(socket)) return;
     if (group.timer) clearTimeout(group.timer);
     this.#groups.delete(group.key);
-    const groups = this.#byEnvironment.get(group.environmentId);
+    const groups = this.#byEnvironment.get(group.filter.environmentId);
     groups?.delete(group);
-    if (groups?.size === 0) this.#byEnvironment.delete(group.environmentId);
+    if (groups?.size === 0) this.#byEnvironment.delete(group.filter.environmentId);
   }
 
   /** Appends events read from the outbox, in the order they were read. */
@@ -118,6 +134,22 @@ export class Hub extends EventEmitter {
     for (const group of touched) this.#afterPush(group);
   }
 
+  /**
+   * A read has been published in full. v2 sockets that started before it are past their start;
+   * idle v2 members get a cursor frame now and then.
+   */
+  advance(read: ReadSpan): void {
+    const now = Date.now();
+    for (const group of this.#groups.values()) {
+      if (group.protocol !== 2) continue;
+      group.advance(read.upto);
+      if (!group.timer) group.rejoin(); // nothing waits: the sockets past their start are in step now
+      if (group.members.size === 0 || group.buffer.size > 0 || now - group.lastCursorAt < this.#options.cursorInterval) continue;
+      group.lastCursorAt = now;
+      this.#sendFrame(group, group.members.keys(), cursorFrame(this.#options.encodeCursor(cursorAt(read.upto))), 0);
+    }
+  }
+
   /** Sends everything buffered now, full messages and partial ones (shutdown). */
   flushAll(): void {
     for (const group of [...this.#groups.values()]) this.#flush(group);
@@ -131,10 +163,11 @@ export class Hub extends EventEmitter {
     }
   }
 
-  #group(environmentId: number, objectClassIds: ReadonlySet<number> | null): Group {
-    let group = this.#groups.get(Group.key(environmentId, objectClassIds));
+  #group(protocol: 1 | 2, filter: Filter): Group {
+    let group = this.#groups.get(Group.key(protocol, filter));
     if (!group) {
-      group = new Group(environmentId, objectClassIds);
+      const { environmentId, objectClassIds, eventTypes } = filter;
+      group = new Group(protocol, { environmentId, objectClassIds, eventTypes });
       this.#groups.set(group.key, group);
       let groups = this.#byEnvironment.get(environmentId);
       if (!groups) this.#byEnvironment.set(environmentId, (groups = new Set()));
@@ -148,12 +181,12 @@ export class Hub extends EventEmitter {
     const { messageLimit, messageTime } = this.#options;
     let sent = false;
     while (group.buffer.size >= messageLimit) {
-      this.#send(group, group.members.keys(), group.buffer.take(messageLimit));
+      this.#sendMessage(group, null, group.buffer, messageLimit);
       sent = true;
     }
     for (const [socket, solo] of group.solos) {
-      while (solo.buffer.size >= messageLimit) {
-        this.#send(group, [socket], solo.buffer.take(messageLimit));
+      while (!solo.held && solo.buffer.size >= messageLimit) {
+        this.#sendMessage(group, socket, solo.buffer, messageLimit);
         sent = true;
       }
     }
@@ -168,19 +201,19 @@ export class Hub extends EventEmitter {
     }
   }
 
-  /** `messageTime` passed: send all that waits; every socket is in step again. */
+  /** `messageTime` passed: send all that waits; sockets are in step again. */
   #flush(group: Group): void {
     const { messageLimit } = this.#options;
     if (group.timer) clearTimeout(group.timer);
     group.timer = null;
     let sent = false;
     while (group.buffer.size > 0) {
-      this.#send(group, group.members.keys(), group.buffer.take(messageLimit));
+      this.#sendMessage(group, null, group.buffer, messageLimit);
       sent = true;
     }
     for (const [socket, solo] of group.solos) {
-      while (solo.buffer.size > 0) {
-        this.#send(group, [socket], solo.buffer.take(messageLimit));
+      while (!solo.held && solo.buffer.size > 0) {
+        this.#sendMessage(group, socket, solo.buffer, messageLimit);
         sent = true;
       }
     }
@@ -188,8 +221,17 @@ export class Hub extends EventEmitter {
     if (sent) group.lastSentAt = Date.now();
   }
 
-  #send(group: Group, sockets: Iterable<WebSocket>, chunk: TaskEvent[]): void {
-    const frame = serialize(chunk);
+  /** One message from `buffer`: to the members in step (`solo` null), or to one solo socket. */
+  #sendMessage(group: Group, solo: WebSocket | null, buffer: EventBuffer, limit: number): void {
+    const { events, last } = buffer.takeMessage(limit);
+    const sockets = solo ? [solo] : group.members.keys();
+    if (group.protocol === 1) return this.#sendFrame(group, sockets, serialize(events), events.length);
+    const start = solo ? (group.solos.get(solo)?.start ?? null) : null;
+    if (!solo) group.lastCursorAt = Date.now();
+    this.#sendFrame(group, sockets, eventsFrame(events, this.#options.encodeCursor(cursorAfter(last, start))), events.length);
+  }
+
+  #sendFrame(group: Group, sockets: Iterable<WebSocket>, frame: Buffer | string, events: number): void {
     let count = 0;
     for (const socket of sockets) {
       if (socket.readyState !== socket.OPEN) continue;
@@ -197,8 +239,9 @@ export class Hub extends EventEmitter {
       count++;
       if (socket.bufferedAmount > this.#options.maxBufferedBytes) this.#closeSlow(socket, group);
     }
+    if (events === 0) return;
     this.#messagesSent += count;
-    this.emit('flushed', { group: group.key, events: chunk.length, sockets: count });
+    this.emit('flushed', { group: group.key, events, sockets: count });
   }
 
   /**
@@ -211,6 +254,11 @@ export class Hub extends EventEmitter {
     this.#slowConsumersClosed++;
     socket.close(TRY_AGAIN_LATER, `Client too slow: over ${this.#options.maxBufferedBytes} bytes unsent`);
     setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE).unref();
-    this.emit('slow-consumer', { environmentId: group.environmentId, bufferedAmount });
+    this.emit('slow-consumer', { environmentId: group.filter.environmentId, bufferedAmount });
   }
+}
+
+/** Whether an event is in the stream of a socket that starts at `start`. */
+function inStream(start: Start, event: TaskEvent): boolean {
+  return start.protocol === 1 ? event.id > start.afterEventId : !visible(start.snapshot, event.xid);
 }

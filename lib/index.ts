@@ -3,17 +3,21 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { sendBacklog } from './backlog.js';
 import { ConnectionCaps } from './caps.js';
+import { CursorCodec } from './cursor.js';
 import { HostErrors } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { logLifecycle } from './logging.js';
 import { migrate } from './migrate.js';
+import { cursorKey, streamPoint } from './outbox.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
 import { checkDatabase } from './readiness.js';
 import { Retention } from './retention.js';
+import { selectProtocol } from './request.js';
 import { registerRoute } from './route.js';
 import { TokenStore } from './tokens.js';
 
@@ -22,7 +26,8 @@ export { attach, detach, type AttachOptions } from './attach.js';
 export { grant, grantStatements, missingPrivileges, RUNTIME_PRIVILEGES } from './privileges.js';
 export { status, type TaskEventsStatus } from './status.js';
 export { ERRORS, HostErrors, type ErrorCode } from './errors.js';
-export { OptionError } from './options.js';
+export { OptionError, OPTIONS } from './options.js';
+export { Refusal, type Check, type TextSpelling } from './option-checks.js';
 export type { Authenticate, Identity, RateLimitOptions, TaskEventsOptions } from './options.js';
 
 /** Counters of one plugin instance. */
@@ -67,6 +72,12 @@ declare module 'fastify' {
 /** Close code sent to every client when the server shuts down. */
 const GOING_AWAY = 1001;
 
+/** Close code for a resume whose backlog could not be read: the client resumes again. */
+const INTERNAL_ERROR = 1011;
+
+/** v2: an idle client gets a cursor frame at most this often (milliseconds). */
+const CURSOR_INTERVAL = 30_000;
+
 /** Client frames are never valid here; the limit bounds what a client can make us read. */
 const MAX_PAYLOAD = 4096;
 
@@ -84,7 +95,17 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   if (options.migrate) await migrate(pool);
 
   const tokens = new TokenStore(pool, options.tokenTtl);
-  const hub = new Hub({ messageTime: options.messageTime, messageLimit: options.messageLimit, maxBufferedBytes: options.maxBufferedBytes });
+  // v2 cursors are signed with the database's key, read at ready.
+  let cursors: CursorCodec | null = null;
+  const codec = (): CursorCodec => cursors ?? (() => { throw new Error('task events: not ready'); })();
+  const hub = new Hub({
+    messageTime: options.messageTime,
+    messageLimit: options.messageLimit,
+    maxBufferedBytes: options.maxBufferedBytes,
+    // often enough that an idle client's cursor stays well inside the retention
+    cursorInterval: Math.min(CURSOR_INTERVAL, options.outboxRetention / 4),
+    encodeCursor: (cursor) => codec().encode(cursor),
+  });
   // The terminated socket's own 'close' takes it out of the hub.
   const heartbeat = new Heartbeat(options.heartbeatInterval, () => events.emit('heartbeat-timeout'));
   const listener = new Listener({
@@ -93,6 +114,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     pollInterval: options.pollInterval,
     readBatchSize: options.readBatchSize,
     onEvents: (batch) => hub.publish(batch),
+    onRead: (read) => hub.advance(read),
   });
   const limiter = options.rateLimit ? new SlidingWindowLimiter(options.rateLimit.max, options.rateLimit.timeWindow) : null;
 
@@ -113,7 +135,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     app.addHook('preClose', shutdown);
   } else {
     await app.register(websocket, {
-      options: { maxPayload: MAX_PAYLOAD },
+      options: { maxPayload: MAX_PAYLOAD, handleProtocols: selectProtocol },
       preClose: async function closeSockets(this: FastifyInstance) {
         await shutdown();
         for (const client of this.websocketServer.clients) client.close(GOING_AWAY, 'Server shutting down');
@@ -128,6 +150,24 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     hub,
     authenticate: options.authenticate ?? ((token) => tokens.consume(token)),
     position: () => listener.position(),
+    streamPoint: (from) => streamPoint(pool, from, options.outboxRetention),
+    cursors: codec,
+    resume: (socket, filter, from, to) => {
+      sendBacklog({
+        pool, socket, filter, from, to,
+        batchSize: options.readBatchSize,
+        messageLimit: options.messageLimit,
+        maxBufferedBytes: options.maxBufferedBytes,
+        encodeCursor: (cursor) => codec().encode(cursor),
+      }).then(
+        () => hub.unhold(socket),
+        (error) => {
+          // the client resumes again from its last cursor
+          events.emit('warning', new HostErrors.BACKLOG({ cause: error }));
+          socket.close(INTERNAL_ERROR, 'Backlog failed; resume again');
+        },
+      );
+    },
     limiter,
     heartbeat,
     allowedOrigins: options.allowedOrigins,
@@ -153,6 +193,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
 
   app.addHook('onReady', async () => {
     await checkDatabase(pool, app.log);
+    cursors = new CursorCodec(await cursorKey(pool));
     await listener.start();
   });
   app.addHook('onClose', async () => {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen from 'pg-listen';
-import type { TaskEvent } from './buffer.js';
+import type { ReadSpan, TaskEvent } from './buffer.js';
 import { HostErrors } from './errors.js';
 import { currentSnapshot, doorbellTaken, outboxPosition, readOutbox } from './outbox.js';
 import { checkout } from './pool.js';
@@ -23,6 +23,8 @@ export interface ListenerOptions {
   readBatchSize: number;
   /** Receives the events of each read, in outbox order; called once per fetched batch. */
   onEvents: (events: TaskEvent[]) => void;
+  /** After each read: every event it covers has been handed on. */
+  onRead?: (read: ReadSpan) => void;
 }
 
 const RETRY_BASE = 100;
@@ -133,8 +135,9 @@ export class Listener extends EventEmitter {
     do {
       this.#readAgain = false;
       try {
-        const { count, writing } = await this.#read();
+        const { count, writing, read } = await this.#read();
         this.#readFailures = 0;
+        this.#options.onRead?.(read);
         this.emit('caught-up', { events: count });
         this.#foundNothing = count === 0;
         if (writing) this.#followUp();
@@ -168,12 +171,12 @@ export class Listener extends EventEmitter {
   }
 
   /** One read: the events committed since the last one, and whether others were writing. */
-  async #read(): Promise<{ count: number; writing: boolean }> {
+  async #read(): Promise<{ count: number; writing: boolean; read: ReadSpan }> {
     const { pool, readBatchSize, onEvents } = this.#options;
     const client = await checkout(pool);
     let count = 0;
     try {
-      const { snapshot, writing } = await readOutbox(client, this.#snapshot as string, readBatchSize, (batch) => {
+      const { snapshot, read, writing } = await readOutbox(client, this.#snapshot as string, readBatchSize, (batch) => {
         const events = batch.filter((event) => !this.#handedOn.has(event.id));
         for (const event of events) this.#handedOn.add(event.id);
         if (events.length === 0) return;
@@ -183,7 +186,7 @@ export class Listener extends EventEmitter {
       this.#snapshot = snapshot;
       this.#handedOn.clear();
       client.giveBack();
-      return { count, writing };
+      return { count, writing, read };
     } catch (error) {
       client.giveBack(error as Error);
       throw error;

@@ -1,5 +1,9 @@
 import type { FastifyRequest } from 'fastify';
 import type pg from 'pg';
+import { HostErrors } from './errors.js';
+import {
+  callback, connectionCap, falseOr, flag, nonEmptyString, origins, pgPool, positiveInteger, record, Refusal, urlPath, type Check,
+} from './option-checks.js';
 
 /** Who a token belongs to: one user of one environment (tenant). */
 export interface Identity {
@@ -80,115 +84,65 @@ export interface TaskEventsOptions {
   maxConnections?: number;
 }
 
-/** The options after validation: every field set, frozen. */
-export interface ResolvedOptions {
-  readonly connectionString: string | undefined;
-  readonly pool: pg.Pool | undefined;
-  readonly messageTime: number;
-  readonly messageLimit: number;
-  readonly path: string;
-  readonly unknownPathPrefix: string | false;
-  readonly authenticate: Authenticate | undefined;
-  readonly tokenTtl: number;
-  readonly rateLimit: Readonly<RateLimitOptions> | false;
-  readonly pollInterval: number;
-  readonly readBatchSize: number;
-  readonly migrate: boolean;
-  readonly heartbeatInterval: number;
-  readonly maxBufferedBytes: number;
-  readonly outboxRetention: number;
-  readonly pruneInterval: number;
-  /** Lower-cased origins; `null`: every origin. */
-  readonly allowedOrigins: ReadonlySet<string> | null;
-  readonly requireOrigin: boolean;
-  /** `0`: no cap. */
-  readonly maxConnectionsPerUser: number;
-  readonly maxConnectionsPerIp: number;
-  readonly maxConnections: number;
+const DEFAULT_RATE_LIMIT: Readonly<RateLimitOptions> = Object.freeze({ max: 60, timeWindow: 60_000 });
+
+/** How one option is checked, its default, and the example server's environment variable for it. */
+interface OptionSpec<In> {
+  readonly check: Check<In, unknown>;
+  readonly default: unknown;
+  /** The variable (README, "The example server's environment"); for an object option, one per field. */
+  readonly env?: string | Readonly<Record<string, string>>;
 }
 
-export const DEFAULT_MESSAGE_TIME = 5000;
-export const DEFAULT_MESSAGE_LIMIT = 1000;
-export const DEFAULT_PATH = '/ws/events/tasks/';
-export const DEFAULT_UNKNOWN_PATH_PREFIX = '/ws/';
-export const DEFAULT_TOKEN_TTL = 60_000;
-export const DEFAULT_RATE_LIMIT: RateLimitOptions = Object.freeze({ max: 60, timeWindow: 60_000 });
-export const DEFAULT_POLL_INTERVAL = 2000;
-export const DEFAULT_READ_BATCH_SIZE = 5000;
-export const DEFAULT_HEARTBEAT_INTERVAL = 30_000;
-export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
-export const DEFAULT_OUTBOX_RETENTION = 24 * 60 * 60 * 1000;
-export const DEFAULT_PRUNE_INTERVAL = 60_000;
-/** Tabs and integrations of one person; far more is a leaked token or a loop. */
-export const DEFAULT_MAX_CONNECTIONS_PER_USER = 100;
-/** An office or a mobile carrier behind one NAT address. */
-export const DEFAULT_MAX_CONNECTIONS_PER_IP = 1000;
-/** Bounds memory and file descriptors of one process (a socket costs tens of KB with its buffers). */
-export const DEFAULT_MAX_CONNECTIONS = 10_000;
+/** Every option of {@link TaskEventsOptions}, and nothing else: adding one to either fails to compile until both have it. */
+type OptionTable = { readonly [K in keyof TaskEventsOptions]-?: OptionSpec<Exclude<TaskEventsOptions[K], undefined>> };
 
-const KNOWN = new Set([
-  'connectionString', 'pool', 'messageTime', 'messageLimit', 'path', 'unknownPathPrefix',
-  'authenticate', 'tokenTtl', 'rateLimit', 'pollInterval', 'readBatchSize', 'migrate',
-  'heartbeatInterval', 'maxBufferedBytes', 'outboxRetention', 'pruneInterval',
-  'allowedOrigins', 'requireOrigin', 'maxConnectionsPerUser', 'maxConnectionsPerIp', 'maxConnections',
-]);
+const table = {
+  connectionString: { check: nonEmptyString, default: undefined },
+  pool: { check: pgPool, default: undefined },
+  messageTime: { check: positiveInteger, default: 5000, env: 'TASK_EVENTS_MESSAGE_TIME_MS' },
+  messageLimit: { check: positiveInteger, default: 1000, env: 'TASK_EVENTS_MESSAGE_LIMIT' },
+  path: { check: urlPath, default: '/ws/events/tasks/' },
+  unknownPathPrefix: { check: falseOr(urlPath), default: '/ws/' },
+  authenticate: { check: callback<Authenticate>(), default: undefined },
+  tokenTtl: { check: positiveInteger, default: 60_000, env: 'TASK_EVENTS_TOKEN_TTL_MS' },
+  rateLimit: {
+    check: falseOr(record({ max: positiveInteger, timeWindow: positiveInteger }, DEFAULT_RATE_LIMIT), 'false or { max, timeWindow }'),
+    default: DEFAULT_RATE_LIMIT,
+    env: { max: 'TASK_EVENTS_RATE_LIMIT_MAX', timeWindow: 'TASK_EVENTS_RATE_LIMIT_WINDOW_MS' },
+  },
+  pollInterval: { check: positiveInteger, default: 2000 },
+  readBatchSize: { check: positiveInteger, default: 5000 },
+  migrate: { check: flag, default: false },
+  heartbeatInterval: { check: positiveInteger, default: 30_000, env: 'TASK_EVENTS_HEARTBEAT_MS' },
+  maxBufferedBytes: { check: positiveInteger, default: 4 * 1024 * 1024, env: 'TASK_EVENTS_MAX_BUFFERED_BYTES' },
+  outboxRetention: { check: positiveInteger, default: 24 * 60 * 60 * 1000, env: 'TASK_EVENTS_OUTBOX_RETENTION_MS' },
+  pruneInterval: { check: positiveInteger, default: 60_000 },
+  /** `null`: every origin. */
+  allowedOrigins: { check: origins, default: null, env: 'TASK_EVENTS_ALLOWED_ORIGINS' },
+  requireOrigin: { check: flag, default: false, env: 'TASK_EVENTS_REQUIRE_ORIGIN' },
+  /** Tabs and integrations of one person; far more is a leaked token or a loop. */
+  maxConnectionsPerUser: { check: connectionCap, default: 100, env: 'TASK_EVENTS_MAX_CONNECTIONS_PER_USER' },
+  /** An office or a mobile carrier behind one NAT address. */
+  maxConnectionsPerIp: { check: connectionCap, default: 1000, env: 'TASK_EVENTS_MAX_CONNECTIONS_PER_IP' },
+  /** Bounds memory and file descriptors of one process (a socket costs tens of KB with its buffers). */
+  maxConnections: { check: connectionCap, default: 10_000, env: 'TASK_EVENTS_MAX_CONNECTIONS' },
+} satisfies OptionTable;
 
-/** Raised at registration for a bad option; the message names the option and what it allows. */
-export class OptionError extends Error {
-  override name = 'TaskEventsOptionError';
-}
+/** The options: each one's check, default and environment variable, in the order of {@link TaskEventsOptions}. Frozen. */
+export const OPTIONS: typeof table = Object.freeze(table);
+for (const spec of Object.values(OPTIONS)) Object.freeze(spec);
 
-/** Node's timers fire at once past this many milliseconds, so no duration may exceed it. */
-const MAX_INTEGER = 2_147_483_647;
+const NAMES = Object.keys(OPTIONS) as (keyof TaskEventsOptions)[];
 
-function positiveInteger(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_INTEGER) {
-    throw new OptionError(`fastify-task-events: option "${name}" must be a positive integer up to ${MAX_INTEGER}, got ${describe(value)}`);
-  }
-  return value;
-}
+type Resolved<S extends OptionSpec<unknown>> = Exclude<ReturnType<S['check']['resolve']>, Refusal> | S['default'];
 
-function cap(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_INTEGER) {
-    throw new OptionError(`fastify-task-events: option "${name}" must be an integer from 0 (no cap) to ${MAX_INTEGER}, got ${describe(value)}`);
-  }
-  return value;
-}
+/** The options after validation: every field set, frozen. (Over `Required<…>`: `-?` would strip `undefined` from `connectionString` too.) */
+export type ResolvedOptions = { readonly [K in keyof Required<TaskEventsOptions>]: Resolved<(typeof table)[K]> };
 
-/** `https://App.example.com` → `https://app.example.com`: what a browser sends as `Origin`. */
-function origins(value: unknown): ReadonlySet<string> | null {
-  if (value === undefined) return null;
-  const fail = (): never => {
-    throw new OptionError(`fastify-task-events: option "allowedOrigins" must be an array of origins like "https://app.example.com" (scheme://host[:port], no path), got ${describe(value)}`);
-  };
-  if (!Array.isArray(value)) return fail();
-  const allowed = new Set<string>();
-  for (const entry of value) {
-    if (typeof entry !== 'string') return fail();
-    let url: URL;
-    try {
-      url = new URL(entry);
-    } catch {
-      return fail();
-    }
-    const bare = url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password && !entry.endsWith('/');
-    // `https://*.example.com` parses as a URL; wildcards are not supported, so it must not pass.
-    const host = /^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$/i.test(url.hostname);
-    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !bare || !host) return fail();
-    allowed.add(url.origin.toLowerCase());
-  }
-  return allowed;
-}
-
-function urlPath(name: string, value: unknown, fallback: string): string {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'string' || !/^\/[\w\-./]*$/.test(value)) {
-    throw new OptionError(`fastify-task-events: option "${name}" must be a URL path starting with "/", got ${describe(value)}`);
-  }
-  return value;
-}
+/** Raised at registration for a bad option (`code` `FST_TASK_EVENTS_OPTION`); the message names the option and what it allows. */
+export const OptionError = HostErrors.OPTION;
+export type OptionError = InstanceType<typeof OptionError>;
 
 function describe(value: unknown): string {
   if (typeof value === 'function') return 'a function';
@@ -199,65 +153,26 @@ function describe(value: unknown): string {
   }
 }
 
+function refused(name: string, refusal: Refusal): OptionError {
+  const option = refusal.field === undefined ? name : `${name}.${refusal.field}`;
+  const got = refusal.secret ? '' : `, got ${describe(refusal.value)}`;
+  return new OptionError(`option "${option}" must be ${refusal.allows}${got}`);
+}
+
 /** Validates the options once, at `register`, into a frozen object. */
 export function resolveOptions(options: TaskEventsOptions = {}): ResolvedOptions {
   for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) {
-      throw new OptionError(`fastify-task-events: unknown option "${key}"; known options: ${[...KNOWN].join(', ')}`);
-    }
+    if (!Object.hasOwn(OPTIONS, key)) throw new OptionError(`unknown option "${key}"; known options: ${NAMES.join(', ')}`);
   }
-  const { connectionString, pool, authenticate, rateLimit, unknownPathPrefix, migrate, requireOrigin } = options;
-  if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString === '')) {
-    throw new OptionError(`fastify-task-events: option "connectionString" must be a non-empty string, got ${describe(connectionString)}`);
+  const resolved: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const value = options[name];
+    const result = value === undefined ? OPTIONS[name].default : OPTIONS[name].check.resolve(value);
+    if (result instanceof Refusal) throw refused(name, result);
+    resolved[name] = result;
   }
-  if (pool !== undefined && (typeof pool !== 'object' || pool === null || typeof (pool as pg.Pool).query !== 'function')) {
-    throw new OptionError('fastify-task-events: option "pool" must be a pg.Pool');
+  if ((options.connectionString === undefined) === (options.pool === undefined)) {
+    throw new OptionError('give exactly one of the options "connectionString" and "pool"');
   }
-  if ((connectionString === undefined) === (pool === undefined)) {
-    throw new OptionError('fastify-task-events: give exactly one of the options "connectionString" and "pool"');
-  }
-  if (authenticate !== undefined && typeof authenticate !== 'function') {
-    throw new OptionError(`fastify-task-events: option "authenticate" must be a function, got ${describe(authenticate)}`);
-  }
-  if (migrate !== undefined && typeof migrate !== 'boolean') {
-    throw new OptionError(`fastify-task-events: option "migrate" must be true or false, got ${describe(migrate)}`);
-  }
-  if (requireOrigin !== undefined && typeof requireOrigin !== 'boolean') {
-    throw new OptionError(`fastify-task-events: option "requireOrigin" must be true or false, got ${describe(requireOrigin)}`);
-  }
-  let resolvedRateLimit: Readonly<RateLimitOptions> | false = DEFAULT_RATE_LIMIT;
-  if (rateLimit === false) resolvedRateLimit = false;
-  else if (rateLimit !== undefined) {
-    if (typeof rateLimit !== 'object' || rateLimit === null) {
-      throw new OptionError(`fastify-task-events: option "rateLimit" must be false or { max, timeWindow }, got ${describe(rateLimit)}`);
-    }
-    resolvedRateLimit = Object.freeze({
-      max: positiveInteger('rateLimit.max', rateLimit.max, DEFAULT_RATE_LIMIT.max),
-      timeWindow: positiveInteger('rateLimit.timeWindow', rateLimit.timeWindow, DEFAULT_RATE_LIMIT.timeWindow),
-    });
-  }
-  const path = urlPath('path', options.path, DEFAULT_PATH);
-  return Object.freeze({
-    connectionString,
-    pool,
-    messageTime: positiveInteger('messageTime', options.messageTime, DEFAULT_MESSAGE_TIME),
-    messageLimit: positiveInteger('messageLimit', options.messageLimit, DEFAULT_MESSAGE_LIMIT),
-    path,
-    unknownPathPrefix: unknownPathPrefix === false ? false : urlPath('unknownPathPrefix', unknownPathPrefix, DEFAULT_UNKNOWN_PATH_PREFIX),
-    authenticate,
-    tokenTtl: positiveInteger('tokenTtl', options.tokenTtl, DEFAULT_TOKEN_TTL),
-    rateLimit: resolvedRateLimit,
-    pollInterval: positiveInteger('pollInterval', options.pollInterval, DEFAULT_POLL_INTERVAL),
-    readBatchSize: positiveInteger('readBatchSize', options.readBatchSize, DEFAULT_READ_BATCH_SIZE),
-    migrate: migrate ?? false,
-    heartbeatInterval: positiveInteger('heartbeatInterval', options.heartbeatInterval, DEFAULT_HEARTBEAT_INTERVAL),
-    maxBufferedBytes: positiveInteger('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES),
-    outboxRetention: positiveInteger('outboxRetention', options.outboxRetention, DEFAULT_OUTBOX_RETENTION),
-    pruneInterval: positiveInteger('pruneInterval', options.pruneInterval, DEFAULT_PRUNE_INTERVAL),
-    allowedOrigins: origins(options.allowedOrigins),
-    requireOrigin: requireOrigin ?? false,
-    maxConnectionsPerUser: cap('maxConnectionsPerUser', options.maxConnectionsPerUser, DEFAULT_MAX_CONNECTIONS_PER_USER),
-    maxConnectionsPerIp: cap('maxConnectionsPerIp', options.maxConnectionsPerIp, DEFAULT_MAX_CONNECTIONS_PER_IP),
-    maxConnections: cap('maxConnections', options.maxConnections, DEFAULT_MAX_CONNECTIONS),
-  });
+  return Object.freeze(resolved as ResolvedOptions);
 }

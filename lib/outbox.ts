@@ -1,7 +1,9 @@
 // One read of the outbox, and the other small queries the listener makes of it. The SQL lives
 // here; when to read (wake-ups, follow-ups, retries) is lib/listener.ts's business.
 import type pg from 'pg';
-import type { TaskEvent } from './buffer.js';
+import type { ReadSpan, TaskEvent } from './buffer.js';
+import type { Cursor } from './cursor.js';
+import { parseSnapshot, type Snapshot } from './snapshot.js';
 
 // Rows committed after the snapshot `since`: their transaction had not started by then
 // (xid >= xmax) or was still running (xid in xip). Every other row was visible to that snapshot
@@ -13,10 +15,10 @@ import type { TaskEvent } from './buffer.js';
 function newRows(since: string): string {
   return `
   SELECT id, environment_id, task_id, object_class_id, event,
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp, xid::text
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
-    SELECT id, environment_id, task_id, object_class_id, event, created_at
+    SELECT id, environment_id, task_id, object_class_id, event, created_at, xid
     FROM task_events.outbox
     WHERE xid >= pg_snapshot_xmax('${since}'::pg_snapshot)
        OR xid = ANY (ARRAY(SELECT pg_snapshot_xip('${since}'::pg_snapshot)))
@@ -54,15 +56,19 @@ function openRead(since: string, batchSize: number): string {
     FETCH ${batchSize} FROM task_events_new_rows`;
 }
 
-/** A row of newRows(), fetched as an array (no object per row): id, environment, task, class, event, timestamp. */
-type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string];
+/** A row of newRows() (or a backlog read), fetched as an array (no object per row). */
+export type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string, xid: string];
 
-function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: OutboxRow): TaskEvent {
+/** An outbox row as the hub takes it, of the read `read`. */
+export function toEvent([id, environmentId, taskId, objectClassId, event, timestamp, xid]: OutboxRow, read: ReadSpan): TaskEvent {
   const classId = objectClassId === null ? null : Number(objectClassId);
   return {
     id: Number(id),
+    xid: Number(xid),
+    read,
     environmentId: Number(environmentId),
     objectClassId: classId,
+    event,
     timestamp,
     // timestamps come from to_char (nothing to escape); the event name is quoted as JSON, since
     // the outbox's owner could write any text there by hand
@@ -74,6 +80,8 @@ function toEvent([id, environmentId, taskId, objectClassId, event, timestamp]: O
 export interface ReadOutcome {
   /** The read's snapshot: where the next read starts. */
   snapshot: string;
+  /** What it covered: every event committed after `since` that `upto` sees was handed on. */
+  read: ReadSpan;
   /** Other transactions held the outbox before the read: read again soon. */
   writing: boolean;
 }
@@ -92,6 +100,7 @@ export async function readOutbox(
   // One result per statement of openRead(): BEGIN, SET, the snapshot, DECLARE, the first FETCH.
   const [, , snapshotResult, , firstBatch] = (await client.query({ text: openRead(since, batchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
   const snapshot = String((snapshotResult?.rows[0] as unknown[])[0]);
+  const read: ReadSpan = { since: parseSnapshot(since) as Snapshot, upto: parseSnapshot(snapshot) as Snapshot };
   const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
     const fetched = client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_new_rows`, rowMode: 'array' });
     // awaited below; if handing on the batch before it throws, its failure must not go unhandled
@@ -103,11 +112,11 @@ export async function readOutbox(
     const batch = await next;
     const more = batch.rows.length === batchSize;
     if (more) next = fetch();
-    onBatch(batch.rows.map(toEvent));
+    onBatch(batch.rows.map((row) => toEvent(row, read)));
     if (!more) break;
   }
   await client.query('COMMIT');
-  return { snapshot, writing };
+  return { snapshot, read, writing };
 }
 
 /** The starting point of a listener: nothing committed before now is read. */
@@ -128,4 +137,28 @@ export async function outboxPosition(pool: pg.Pool): Promise<number> {
     'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM task_events.outbox_id_seq',
   );
   return Number((rows[0] as { position: string }).position);
+}
+
+/**
+ * Where a v2 stream starts now: the current snapshot, and whether the outbox may have pruned rows
+ * after `from` (a row goes once a pruning mark older than `retentionMs` is above its xid; every
+ * row `from` lacks has an xid at or above its floor's xmin).
+ */
+export async function streamPoint(pool: pg.Pool, from: Cursor | null, retentionMs: number): Promise<{ snapshot: Snapshot; expired: boolean }> {
+  const { rows } = await pool.query<{ snapshot: string; horizon: string | null }>(
+    `SELECT pg_current_snapshot()::text AS snapshot,
+            (SELECT max(oldest_running)::text FROM task_events.prune_horizon
+             WHERE taken_at < now() - make_interval(secs => $1::double precision / 1000)) AS horizon`,
+    [retentionMs],
+  );
+  const row = rows[0] as { snapshot: string; horizon: string | null };
+  const expired = from !== null && row.horizon !== null && Number(row.horizon) > from.floor.xmin;
+  return { snapshot: parseSnapshot(row.snapshot) as Snapshot, expired };
+}
+
+/** The key that signs v2 cursors (migration 005). */
+export async function cursorKey(pool: pg.Pool): Promise<Buffer> {
+  const { rows } = await pool.query<{ key: Buffer }>('SELECT key FROM task_events.cursor_key');
+  if (!rows[0]) throw new Error('task_events.cursor_key is empty');
+  return rows[0].key;
 }

@@ -21,6 +21,7 @@ export const RUNTIME_PRIVILEGES: readonly Privilege[] = Object.freeze([
   { kind: 'TABLE', object: 'task_events.prune_horizon', privileges: ['SELECT', 'INSERT', 'DELETE'], why: 'the pruner\'s marks' },
   { kind: 'TABLE', object: 'task_events.schemaversion', privileges: ['SELECT'], why: 'the migration check at startup' },
   { kind: 'TABLE', object: 'task_events.attachments', privileges: ['SELECT'], why: 'the attach check at startup' },
+  { kind: 'TABLE', object: 'task_events.cursor_key', privileges: ['SELECT'], why: 'signs and checks v2 cursors' },
   { kind: 'FUNCTION', object: 'task_events.before_read()', privileges: ['EXECUTE'], why: 'arms the doorbell before a read' },
   { kind: 'FUNCTION', object: 'task_events.doorbell_taken()', privileges: ['EXECUTE'], why: 'looks at the doorbell' },
 ]);

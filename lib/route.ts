@@ -1,11 +1,16 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { ConnectionCaps } from './caps.js';
+import { cursorAt, type Cursor, type CursorCodec } from './cursor.js';
 import { errorFrame, HostErrors, type ErrorCode } from './errors.js';
+import { readyFrame } from './frames.js';
+import type { Filter, Start } from './group.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { Hub, Ticket } from './hub.js';
 import type { Authenticate, Identity } from './options.js';
 import type { SlidingWindowLimiter } from './rate-limit.js';
+import { offersV2, originAllowed, parseEventTypes, parseObjectClassIds, redactedRequest, upgradeDefect } from './request.js';
+import type { Snapshot } from './snapshot.js';
 import { isTokenShaped } from './tokens.js';
 
 /** What the route needs from the other parts. */
@@ -14,8 +19,14 @@ export interface RouteOptions {
   unknownPathPrefix: string | false;
   hub: Hub;
   authenticate: Authenticate;
-  /** The outbox position now (see Listener.position). */
+  /** v1: the outbox position now (see Listener.position). */
   position: () => Promise<number>;
+  /** v2: the snapshot now, and whether the outbox still holds everything after `from`. */
+  streamPoint: (from: Cursor | null) => Promise<{ snapshot: Snapshot; expired: boolean }>;
+  /** v2: the cursor codec (its key is read from the database at ready). */
+  cursors: () => CursorCodec;
+  /** v2: sends a resume's backlog, then lets live events follow. */
+  resume: (socket: WebSocket, filter: Filter, from: Cursor, to: Snapshot) => void;
   limiter: SlidingWindowLimiter | null;
   heartbeat: Heartbeat;
   /** Lower-cased origins whose pages may connect; `null`: any. */
@@ -28,80 +39,7 @@ export interface RouteOptions {
 /** The outcome of a handshake, decided before the upgrade. */
 type Verdict =
   | { error: ErrorCode }
-  | { error: null; identity: Identity; objectClassIds: ReadonlySet<number> | null; afterEventId: number; ticket: Ticket };
-
-const CLASS_IDS = /^\s*\d{1,15}\s*(,\s*\d{1,15}\s*)*$/;
-
-/** RFC 6455: the key is 16 random bytes in base64 (ws's own test). */
-const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
-
-/** Comma-separated RFC 7230 tokens: the Sec-WebSocket-Protocol that ws accepts (it also refuses repeats). */
-const PROTOCOL_LIST = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*,[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*$/;
-
-function isProtocolList(value: string): boolean {
-  if (!PROTOCOL_LIST.test(value)) return false;
-  const names = value.split(',').map((name) => name.trim());
-  return new Set(names).size === names.length;
-}
-
-/**
- * Why ws would refuse this upgrade, or `null`: ws's own header checks, made before the token is
- * spent. The route answers the 400 itself, so a check stricter than ws's (version 8, which ws
- * still takes) is a 400 too, never a 101 without a verdict.
- */
-function upgradeDefect(request: FastifyRequest): string | null {
-  const { upgrade, 'sec-websocket-key': key, 'sec-websocket-protocol': protocols } = request.headers;
-  if (upgrade?.toLowerCase() !== 'websocket') return 'Invalid Upgrade header';
-  if (typeof key !== 'string' || !WEBSOCKET_KEY.test(key)) return 'Missing or invalid Sec-WebSocket-Key header';
-  if (request.headers['sec-websocket-version'] !== '13') return 'Missing or invalid Sec-WebSocket-Version header';
-  if (protocols !== undefined && !isProtocolList(protocols)) return 'Invalid Sec-WebSocket-Protocol header';
-  return null;
-}
-
-/** True when a handshake with this `Origin` header (or none) may go on. */
-function originAllowed(origin: string | undefined, allowed: ReadonlySet<string> | null, required: boolean): boolean {
-  if (origin === undefined) return !required;
-  return allowed === null || allowed.has(origin.toLowerCase());
-}
-
-/** The URL with the value of every `uuid` parameter replaced, however its name is encoded (`%75uid`). */
-function redactedUrl(url: string): string {
-  const start = url.indexOf('?');
-  if (start === -1) return url;
-  const query = url.slice(start + 1).split('&').map((parameter) => {
-    const equals = parameter.indexOf('=');
-    const name = equals === -1 ? parameter : parameter.slice(0, equals);
-    let decoded = name;
-    try {
-      decoded = decodeURIComponent(name.replaceAll('+', ' '));
-    } catch {
-      // a malformed escape: compared as it is
-    }
-    return decoded.toLowerCase() === 'uuid' ? `${name}=***` : parameter;
-  });
-  return `${url.slice(0, start)}?${query.join('&')}`;
-}
-
-/**
- * The request as logged on our routes: Fastify's default fields, with the token in the query
- * replaced by `***` — it is a credential, if a short-lived one, and logs outlive it.
- */
-function redactedRequest(request: FastifyRequest): Record<string, unknown> {
-  return {
-    method: request.method,
-    url: redactedUrl(request.url),
-    host: request.host,
-    remoteAddress: request.ip,
-    remotePort: request.socket?.remotePort,
-  };
-}
-
-/** `undefined` for a malformed list; `null` for no filter. */
-function parseObjectClassIds(value: unknown): ReadonlySet<number> | null | undefined {
-  if (value === undefined || value === '') return null;
-  if (typeof value !== 'string' || !CLASS_IDS.test(value)) return undefined;
-  return new Set(value.split(',').map((id) => Number(id.trim())));
-}
+  | { error: null; identity: Identity; filter: Filter; start: Start; ticket: Ticket; resumeFrom: Cursor | null };
 
 /** Sends one contract error frame, then closes with 1000 (normal closure). */
 function refuse(socket: WebSocket, code: ErrorCode): void {
@@ -137,6 +75,11 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     const query = request.query as Record<string, unknown>;
     const objectClassIds = parseObjectClassIds(query.object_class_ids);
     if (objectClassIds === undefined) return void verdicts.set(request, { error: 'ERR_INVALID_OBJECT_CLASS_IDS' });
+    const eventTypes = parseEventTypes(query.event_types);
+    if (eventTypes === undefined) return void verdicts.set(request, { error: 'ERR_INVALID_EVENT_TYPES' });
+    const v2 = offersV2(request);
+    const resumeFrom = v2 && query.cursor !== undefined && query.cursor !== '' ? options.cursors().decode(query.cursor) : null;
+    if (v2 && resumeFrom === null && query.cursor !== undefined && query.cursor !== '') return void verdicts.set(request, { error: 'ERR_INVALID_CURSOR' });
     const token = query.uuid;
     // The contract's token is a UUID v4: anything else is refused before `authenticate` (a custom
     // one too) is asked, so junk tokens cost no database round trip.
@@ -148,8 +91,19 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
         hub.release(ticket);
         return void verdicts.set(request, { error: 'ERR_INVALID_UUID' });
       }
-      const afterEventId = await position();
-      verdicts.set(request, { error: null, identity, objectClassIds, afterEventId, ticket });
+      let start: Start;
+      if (v2) {
+        const point = await options.streamPoint(resumeFrom);
+        if (point.expired) {
+          hub.release(ticket);
+          return void verdicts.set(request, { error: 'ERR_CURSOR_EXPIRED' });
+        }
+        start = { protocol: 2, snapshot: point.snapshot };
+      } else {
+        start = { protocol: 1, afterEventId: await position() };
+      }
+      const filter = { environmentId: identity.environmentId, objectClassIds, eventTypes };
+      verdicts.set(request, { error: null, identity, filter, start, ticket, resumeFrom });
     } catch (error) {
       hub.release(ticket);
       // Fastify answers 500 with this message; the cause (a database error) goes to the log only.
@@ -169,12 +123,10 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
       return refuse(socket, 'ERR_RATE_LIMIT_EXCEEDED');
     }
     socket.once('close', release);
-    hub.join(socket, {
-      environmentId: verdict.identity.environmentId,
-      objectClassIds: verdict.objectClassIds,
-      afterEventId: verdict.afterEventId,
-      ticket: verdict.ticket,
-    });
+    const { filter, start, ticket, resumeFrom } = verdict;
+    if (start.protocol === 2) socket.send(readyFrame(options.cursors().encode(resumeFrom ?? cursorAt(start.snapshot))));
+    hub.join(socket, { ...filter, start, ticket, held: resumeFrom !== null });
+    if (start.protocol === 2 && resumeFrom) options.resume(socket, filter, resumeFrom, start.snapshot);
     heartbeat.track(socket);
     const { environmentId, userId } = verdict.identity;
     request.log.debug({ environmentId, userId }, 'task events: socket opened');

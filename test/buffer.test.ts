@@ -1,8 +1,10 @@
 import t from 'tap';
 import { EventBuffer, serialize, type TaskEvent } from '../lib/buffer.js';
+import { parseSnapshot, type Snapshot } from '../lib/snapshot.js';
 
+const read = { since: parseSnapshot('100:100:') as Snapshot, upto: parseSnapshot('200:200:') as Snapshot };
 const event = (id: number, timestamp: string): TaskEvent => ({
-  id, environmentId: 1, objectClassId: 1, timestamp,
+  id, xid: 100 + id, read, environmentId: 1, objectClassId: 1, event: 'task_created', timestamp,
   json: JSON.stringify({ task_id: id, object_class_id: 1, event: 'task_created', timestamp }),
 });
 
@@ -42,4 +44,13 @@ t.test('serialize builds one JSON array from the serialized events', async (t) =
   t.ok(Buffer.isBuffer(frame));
   t.same(JSON.parse(String(frame)), events.map((e) => JSON.parse(e.json)));
   t.equal(String(serialize([])), '[]');
+});
+
+t.test('takeMessage names the last event in the order pushed, whatever the timestamps', async (t) => {
+  const buffer = new EventBuffer();
+  buffer.push(event(1, '2025-01-16T11:07:59.000000+00:00'));
+  buffer.push(event(2, '2025-01-16T11:07:58.000000+00:00'));
+  const { events, last } = buffer.takeMessage(5);
+  t.same(events.map((e) => e.id), [2, 1], 'the message in timestamp order');
+  t.equal(last.id, 2, 'the stream\'s last');
 });

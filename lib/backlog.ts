@@ -1,0 +1,97 @@
+// A v2 resume's backlog: the events of one environment and filter that the client's cursor does
+// not have and that the handshake's snapshot sees, read from the outbox in bounded batches and
+// sent at once in full messages, each with its cursor. What comes live meanwhile waits in the hub.
+import type pg from 'pg';
+import type { WebSocket } from 'ws';
+import { EventBuffer, type ReadSpan } from './buffer.js';
+import { cursorAfter, type Cursor } from './cursor.js';
+import { eventsFrame } from './frames.js';
+import type { Filter } from './group.js';
+import { toEvent, type OutboxRow } from './outbox.js';
+import { checkout } from './pool.js';
+import { visible, type Snapshot } from './snapshot.js';
+
+// In the cursor's read first (what `upto` sees, after `lastId`), then what the handshake's
+// snapshot sees beyond it, each in id order: the order in which a cursor can follow them. `xid >=
+// xmin(floor)` lets the xid index skip all that the cursor's floor has.
+const BACKLOG = `
+  SELECT id, environment_id, task_id, object_class_id, event,
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp, xid::text
+  FROM task_events.outbox
+  WHERE xid >= pg_snapshot_xmin($1::pg_snapshot)
+    AND environment_id = $4
+    AND ($5::bigint[] IS NULL OR object_class_id = ANY ($5))
+    AND ($6::text[] IS NULL OR event = ANY ($6))
+    AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)
+    AND NOT ($3::bigint IS NOT NULL AND id <= $3 AND pg_visible_in_snapshot(xid, $2::pg_snapshot))
+    AND pg_visible_in_snapshot(xid, $7::pg_snapshot)
+  ORDER BY NOT pg_visible_in_snapshot(xid, $2::pg_snapshot), id`;
+
+/** What one resume needs. */
+export interface BacklogRequest {
+  pool: pg.Pool;
+  socket: WebSocket;
+  filter: Filter;
+  /** The client's cursor. */
+  from: Cursor;
+  /** The handshake's snapshot: the live stream has what it does not see. */
+  to: Snapshot;
+  batchSize: number;
+  messageLimit: number;
+  /** Sending pauses while more than half of this waits unsent (the slow-consumer bound). */
+  maxBufferedBytes: number;
+  encodeCursor: (cursor: Cursor) => string;
+}
+
+/** Sends the backlog; resolves with how many events went out (stops early when the socket closes). */
+export async function sendBacklog(request: BacklogRequest): Promise<number> {
+  const { pool, socket, filter, from, to, batchSize, messageLimit, encodeCursor } = request;
+  const inCursorRead: ReadSpan = { since: from.floor, upto: from.upto };
+  const beyond: ReadSpan = { since: from.upto, upto: to };
+  const client = await checkout(pool);
+  let failure: Error | undefined;
+  let sent = 0;
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await client.query({
+      text: `DECLARE task_events_backlog NO SCROLL CURSOR FOR ${BACKLOG}`,
+      values: [from.floor.text, from.upto.text, from.lastId, filter.environmentId,
+        filter.objectClassIds ? [...filter.objectClassIds] : null, filter.eventTypes ? [...filter.eventTypes] : null, to.text],
+    });
+    const waiting = new EventBuffer();
+    const send = (): void => {
+      const { events, last } = waiting.takeMessage(messageLimit);
+      socket.send(eventsFrame(events, encodeCursor(cursorAfter(last, null))), { binary: false });
+      sent += events.length;
+    };
+    for (;;) {
+      const { rows } = await client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_backlog`, rowMode: 'array' });
+      for (const row of rows) {
+        // in the cursor's read while `upto` sees it; `xid` is the row's last column
+        const read = from.lastId !== null && visible(from.upto, Number(row[6])) ? inCursorRead : beyond;
+        waiting.push(toEvent(row, read));
+      }
+      const more = rows.length === batchSize;
+      while (waiting.size >= messageLimit || (!more && waiting.size > 0)) {
+        if (socket.readyState !== socket.OPEN) return sent;
+        send();
+        await drained(request);
+      }
+      if (!more) break;
+    }
+    await client.query('COMMIT');
+    return sent;
+  } catch (error) {
+    failure = error as Error;
+    throw error;
+  } finally {
+    client.giveBack(failure);
+  }
+}
+
+/** Waits while the socket holds more than half of `maxBufferedBytes` unsent (or until it closes). */
+async function drained({ socket, maxBufferedBytes }: BacklogRequest): Promise<void> {
+  while (socket.readyState === socket.OPEN && socket.bufferedAmount > maxBufferedBytes / 2) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
