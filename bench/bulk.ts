@@ -11,10 +11,11 @@
 // PostgreSQL), dropped after; the JSON goes to bench/results/ (git-ignored).
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import type WebSocket from 'ws';
-import { Conditions } from '../test/helpers/conditions.js';
-import type { ServerProcess } from '../test/helpers/load.js';
-import { openClients, startPluginServer, wallClock } from './harness.js';
+import { openClients, wallClock, type ClientPool } from '../harness/client-pool.js';
+import { Conditions } from '../harness/conditions.js';
+import { issueTokens } from '../harness/db.js';
+import { startLoadServer } from '../harness/load.js';
+import type { ServerProcess } from '../harness/server-process.js';
 import { isMain, runStandalone } from './standalone.js';
 import { positive, type BenchRow } from './support.js';
 
@@ -128,14 +129,14 @@ export async function measure(options: BulkOptions): Promise<{ rows: BenchRow[];
   const { databaseUrl, rows = ROWS, log = () => {} } = options;
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   let server: ServerProcess | undefined;
-  let sockets: WebSocket[] = [];
+  let clients: ClientPool | undefined;
   let detail: BulkResult;
   try {
     const referenceStatementMs = await prepare(pool, rows);
     log(`${rows} tasks; the UPDATE without triggers took ${referenceStatementMs.toFixed(0)} ms`);
-    server = await startPluginServer(databaseUrl, MESSAGE_TIME, TIMEOUT);
+    server = await startLoadServer(databaseUrl, { messageTime: MESSAGE_TIME, timeout: TIMEOUT });
     const received = new Received(rows);
-    sockets = await openClients(server, pool, 1, { concurrency: 1, timeout: TIMEOUT, onFrame: received.frame, onClose: received.close });
+    clients = await openClients(server, await issueTokens(pool, 1), { concurrency: 1, timeout: TIMEOUT, onFrame: received.frame, onClose: received.close });
 
     const startedAt = wallClock();
     await pool.query(`UPDATE tasks SET status = 'done'`);
@@ -171,8 +172,8 @@ export async function measure(options: BulkOptions): Promise<{ rows: BenchRow[];
       },
     };
   } finally {
-    for (const socket of sockets) socket.terminate();
-    await server?.close(30_000).catch(() => {});
+    clients?.close();
+    await server?.shutdown(30_000);
     await pool.end();
   }
   log(

@@ -1,6 +1,6 @@
 // `npm run chaos`: the plugin under chaos for a given time — clients connecting and leaving,
 // writers on several connections, faults on a schedule — then every client checked with the
-// delivery checker of test/helpers/delivery.ts. Prints lost / duplicated / out-of-order counts and
+// delivery checker of harness/delivery/. Prints lost / duplicated / out-of-order counts and
 // the server's memory over time; writes the result to bench/results/. Exit code 0 only when every
 // count is zero, no client was dropped and the server never crashed. Not part of `npm test`.
 //
@@ -10,26 +10,30 @@
 //   DATABASE_URL=postgres://… npm run chaos    on that server (in a fresh database of its own)
 import { setMaxListeners } from 'node:events';
 import pg from 'pg';
-import type { Test } from 'tap';
 import { startEmbeddedPostgres } from '../example/embedded.js';
-import { createAppRole } from '../test/helpers/backends.js';
-import { createTestDatabase } from '../test/helpers/db.js';
-import { outboxPosition, PROBLEMS, readOutbox, settle, startMixedWriter, type Target, type WriterMap } from '../test/helpers/delivery.js';
+import { createAppRole } from '../harness/backends.js';
+import { createTestDatabase } from '../harness/db.js';
+import { readOutbox } from '../harness/delivery/outbox.js';
+import { settle } from '../harness/delivery/tracked.js';
+import { startMixedWriter, type Target, type WriterMap } from '../harness/delivery/writers.js';
+import { ServerProcess } from '../harness/server-process.js';
+import { TeardownStack } from '../harness/teardown.js';
+import { outboxPosition } from '../lib/outbox.js';
 import { startBulkWriter } from './chaos/bulk-writer.js';
-import { LONG_LIVED, Population } from './chaos/clients.js';
+import { Population } from './chaos/clients.js';
 import { readOptions, UsageError, USAGE, type ChaosOptions } from './chaos/options.js';
 import { Faults } from './chaos/faults.js';
 import { Random, sleep } from './chaos/random.js';
-import { formatMemory, formatProblems, formatTotals, lines, totals, type MemorySample } from './chaos/report.js';
-import type { ChaosServerOptions } from './chaos/server.js';
-import { ServerProcess } from './chaos/server-process.js';
-import { machine, writeResult } from './support.js';
+import { lines, type MemorySample } from './chaos/report.js';
+import { LONG_LIVED } from './chaos/subscriptions.js';
+import { finish } from './chaos/verdict.js';
+import { machine } from './support.js';
 
 /**
- * The server under chaos: short messages, a quick heartbeat, no rate limit (set in server.ts), and
- * a host app's async hook of 0–25 ms on every request, as real apps have (auth, tracing).
+ * The server under chaos: short messages, a quick heartbeat, no rate limit (the plugin server's
+ * default), and a host app's async hook of 0–25 ms on every request, as real apps have (auth, tracing).
  */
-const SERVER: Omit<ChaosServerOptions, 'connectionString'> = { messageTime: 1000, heartbeatInterval: 10_000, pollInterval: 2000, hostHookDelay: 25 };
+const SERVER = { messageTime: 1000, heartbeatInterval: 10_000, pollInterval: 2000, hostHookDelay: 25 };
 
 /** The mixed writers' tasks: each writer its own environments and classes. */
 const MIXED_TARGETS: readonly Target[][] = [
@@ -50,28 +54,7 @@ const SAMPLE_EVERY = 10_000;
 /** How long the clients still connected at the end may take to receive everything. */
 const SETTLE_TIMEOUT = 60_000;
 
-/** Teardowns run last-in first-out, as tap's are: the test helpers register theirs here. */
-class Teardowns {
-  readonly #steps: (() => unknown)[] = [];
-  /** What the test helpers take for a tap Test: they only call teardown(). */
-  readonly test = { teardown: (step: () => unknown) => void this.#steps.push(step) } as unknown as Test;
-
-  add(step: () => unknown): void {
-    this.#steps.push(step);
-  }
-
-  async run(): Promise<void> {
-    for (let step = this.#steps.pop(); step; step = this.#steps.pop()) {
-      try {
-        await step();
-      } catch (error) {
-        console.error(`teardown failed: ${(error as Error).message}`);
-      }
-    }
-  }
-}
-
-async function chaos(options: ChaosOptions, teardowns: Teardowns, interrupted: AbortSignal): Promise<number> {
+async function chaos(options: ChaosOptions, teardowns: TeardownStack, interrupted: AbortSignal): Promise<number> {
   const startedAt = new Date();
   const random = new Random(options.seed);
   let started = performance.now();
@@ -82,25 +65,25 @@ async function chaos(options: ChaosOptions, teardowns: Teardowns, interrupted: A
   let serverUrl = options.databaseUrl;
   if (!serverUrl) {
     const embedded = await startEmbeddedPostgres({ persistent: false });
-    teardowns.add(() => embedded.stop());
+    teardowns.teardown(() => embedded.stop());
     serverUrl = embedded.url;
   }
-  process.env.TEST_DATABASE_URL = serverUrl; // the server test/helpers/db.ts and backends.ts work on
-  const role = await createAppRole(teardowns.test); // the app's role, to lock out; the writers are another
-  const db = await createTestDatabase(teardowns.test);
+  process.env.TEST_DATABASE_URL = serverUrl; // the server harness/db.ts and backends.ts work on
+  const role = await createAppRole(teardowns); // the app's role, to lock out; the writers are another
+  const db = await createTestDatabase(teardowns);
   await role.grant(db);
   const version = (await db.pool.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?';
   const writerRole = new URL(db.url).username;
 
-  const server = await ServerProcess.start({ connectionString: role.url(db, 'te_chaos'), ...SERVER });
-  teardowns.add(() => server.kill());
+  const { hostHookDelay, ...plugin } = SERVER;
+  const server = await ServerProcess.startPlugin({ plugin: { connectionString: role.url(db, 'te_chaos'), ...plugin }, hostHookDelay }, { teardown: teardowns });
   const deadline = Date.now() + 20_000;
-  while (server.counts.connected === 0 && Date.now() < deadline && !server.exit) await sleep(50);
-  if (server.counts.connected === 0) throw new Error(`the plugin server's listener did not connect:\n${server.stderr.slice(-2000)}`);
+  while (server.count('connected') === 0 && Date.now() < deadline && !server.exit) await sleep(50);
+  if (server.count('connected') === 0) throw new Error(`the plugin server's listener did not connect:\n${server.stderr.slice(-2000)}`);
 
   const writerPool = new pg.Pool({ connectionString: db.url, max: options.writers + 1 });
   writerPool.on('error', () => {}); // the writers' backends are never terminated; an error is reported by stop()
-  teardowns.add(() => writerPool.end());
+  teardowns.teardown(() => writerPool.end());
 
   const longLived = Math.min(LONG_LIVED.length, options.clients);
   const slots = options.clients - longLived;
@@ -132,7 +115,7 @@ ${lines([
 
   await population.startLongLived(LONG_LIVED.slice(0, longLived));
   const mixed = Array.from({ length: options.writers - 1 }, (_, index) =>
-    startMixedWriter(teardowns.test, writerPool, {
+    startMixedWriter(teardowns, writerPool, {
       name: `w${index + 1}`,
       targets: MIXED_TARGETS[index % MIXED_TARGETS.length] as Target[],
       writers,
@@ -144,7 +127,7 @@ ${lines([
 
   const memory: MemorySample[] = [];
   const sampleMemory = async (): Promise<MemorySample | null> => {
-    const sample = await server.sample();
+    const sample = await server.stats(false, 5000).catch(() => null);
     if (!sample) return null;
     const entry = { at: Math.round(elapsed()), phase: faults.phase(), ...sample };
     memory.push(entry);
@@ -161,32 +144,24 @@ ${lines([
       await sleep((tick + 1) * SAMPLE_EVERY - (performance.now() - started), timeUp.signal);
     }
   };
-  const stalls = async (): Promise<void> => {
-    const schedule = random.fork('stalls');
-    let next = schedule.between(15, 30);
+  // Runs `run` first `first` seconds into the run (a range), then again `every` seconds after each
+  // one ends, until the time is up; the schedule's randomness is forked from `name`.
+  const repeat = async (name: string, first: [number, number], every: [number, number], run: (index: number, schedule: Random) => Promise<void>): Promise<void> => {
+    const schedule = random.fork(name);
+    let next = schedule.between(...first);
     for (let index = 1; ; index++) {
       await sleep((next - elapsed()) * 1000, timeUp.signal);
       if (timeUp.signal.aborted) return;
-      await population.runStalled(index, schedule);
-      next = elapsed() + schedule.between(60, 110);
-    }
-  };
-  const storms = async (): Promise<void> => {
-    const schedule = random.fork('storms');
-    let next = schedule.between(10, 20);
-    for (let index = 1; ; index++) {
-      await sleep((next - elapsed()) * 1000, timeUp.signal);
-      if (timeUp.signal.aborted) return;
-      await population.runStorm(index, STORM_SIZE, schedule);
-      next = elapsed() + schedule.between(30, 60);
+      await run(index, schedule);
+      next = elapsed() + schedule.between(...every);
     }
   };
   const activities = [
     sampler(),
-    storms(),
+    repeat('storms', [10, 20], [30, 60], (index, schedule) => population.runStorm(index, STORM_SIZE, schedule)),
     faults.runTerminations(random.fork('terminations')),
     faults.runLockouts(random.fork('lockouts')),
-    stalls(),
+    repeat('stalls', [15, 30], [60, 110], (index, schedule) => population.runStalled(index, schedule)),
     ...Array.from({ length: slots }, (_, index) => population.runSlot(index + 1, random.fork(`slot ${index + 1}`))),
   ];
 
@@ -207,7 +182,7 @@ ${lines([
   population.noteDroppedStaying();
   await sampleMemory();
   say('closing the server (it sends what is buffered and closes every socket with 1001)');
-  const closing = await server.close();
+  const closing = await server.shutdown();
   const closeCodes = new Map<string, number>();
   await Promise.all(
     population.staying.map(async ({ tracked }) => {
@@ -221,78 +196,10 @@ ${lines([
   // The verdict: every client against every row committed during the run.
   const rows = await readOutbox(db.pool, mark, (taskId) => writers.get(taskId));
   population.checkStaying(rows);
-  const total = totals(population.checked);
-  const byEvent = new Map<string, number>();
-  for (const row of rows) byEvent.set(row.event, (byEvent.get(row.event) ?? 0) + 1);
-  const terminations = faults.log.filter((fault) => fault.kind === 'terminate');
-  const lockouts = faults.log.filter((fault) => fault.kind === 'lockout');
-  const warnings = [...server.warnings.values()].reduce((sum, count) => sum + count, 0);
-  const stalled = population.counts;
-  const lateLive = late.filter((name) => !/\(closed \d+\)$/.test(name));
-
-  const failures: string[] = [];
-  for (const problem of PROBLEMS) if (total.counts[problem]) failures.push(`${total.counts[problem]} ${problem}`);
-  if (server.crashed) failures.push(`the server crashed (${JSON.stringify(server.exit)})`);
-  if (population.dropped.length) failures.push(`${population.dropped.length} clients dropped by the server while reading`);
-  if (lateLive.length) failures.push(`${lateLive.length} connected clients did not receive everything within ${SETTLE_TIMEOUT / 1000} s`);
-  if (stalled.stalledKept) failures.push(`${stalled.stalledKept} clients that stopped reading were never dropped`);
-  if (stalled.drainTimeouts) failures.push(`${stalled.drainTimeouts} leaving clients waited in vain for events committed before they left`);
-  if (harnessErrors.length) failures.push(`${harnessErrors.length} errors of the chaos run itself`);
-
-  console.log(`
-== delivery (every client checked by test/helpers/delivery.ts) ==
-${formatTotals(total, rows.length)}
-${lines([
-  ['transactions', `${transactions().toLocaleString('en-US')} committed, ${bulk.rolledBack} rolled back on purpose`],
-  ['events by kind', [...byEvent].sort((a, b) => b[1] - a[1]).map(([event, count]) => `${event.replace('task_', '')} ${count.toLocaleString('en-US')}`).join(', ')],
-  ['dropped clients', population.dropped.length ? population.dropped.join('; ') : '0 (no client that was reading was closed by the server)'],
-  ['settle', late.length ? `late: ${late.join(', ')}` : `every client still connected (${population.staying.length}) received everything`],
-])}
-${formatProblems(population.checked, rows.length)}
-== faults ==
-${lines([
-  ['terminations', `${terminations.length} rounds, ${terminations.map((fault) => fault.detail.split(' ')[0]).join('/')} backends each`],
-  ['lockouts', lockouts.length ? lockouts.map((fault) => `at ${fault.at} s: ${fault.detail}`).join('\n') : 'none (the run was too short)'],
-  ['stalled clients', `${stalled.stalled} stopped reading, ${stalled.stalledDropped} dropped by the server (${server.counts.heartbeatTimeouts} heartbeat timeouts, ${server.counts.slowConsumers} slow-consumer closes)`],
-  ['clients', `${stalled.joined} joined, ${stalled.left} left on purpose (${population.checked.filter((c) => c.ending === 'left (abrupt)').length} abruptly)`],
-  ['refused', population.refused.size ? [...population.refused].map(([reason, count]) => `${count} × ${reason}`).join('\n') : 'none'],
-  ['server', `LISTEN connected ${server.counts.connected} times; ${warnings} warnings (errors being retried); ` +
-    `${server.crashed ? 'CRASHED' : `never crashed; close() took ${closing.closeMs ?? '?'} ms, then it ${closing.exitedBySelf ? 'exited by itself' : 'had to be killed'}`}`],
-  ['closes at shutdown', [...closeCodes].map(([code, count]) => `${count} × ${code}`).join(', ')],
-])}
-
-== server memory (every ${SAMPLE_EVERY / 1000} s) ==
-${formatMemory(memory)}
-`);
-  if (harnessErrors.length) console.log(`errors of the chaos run itself:\n${harnessErrors.map((error) => `  ${error}`).join('\n')}\n`);
-  if (server.crashed) console.log(`the server's stderr:\n${server.stderr.slice(-4000)}\n`);
-
-  const file = await writeResult('chaos', startedAt, {
-    command: `npm run chaos -- ${process.argv.slice(2).join(' ')}`.trim(),
-    ranForSeconds: Math.round(ranFor),
-    interrupted: interrupted.aborted,
-    options: { ...options, databaseUrl: options.databaseUrl ? '(set)' : null },
-    server: { ...SERVER, rateLimit: false, crashed: server.crashed, exit: server.exit, closing, counts: server.counts, warnings: Object.fromEntries(server.warnings), closeCodes: Object.fromEntries(closeCodes), stderr: server.crashed ? server.stderr : undefined },
-    postgres: version,
-    totals: { ...total, written: rows.length, transactions: transactions(), rolledBack: bulk.rolledBack, byEvent: Object.fromEntries(byEvent) },
-    clients: population.counts,
-    refused: Object.fromEntries(population.refused),
-    dropped: population.dropped,
-    late,
-    faults: faults.log,
-    lockoutHandshakes: faults.lockoutHandshakes,
-    memory,
-    checked: population.checked.map(({ kind, ending, report }) => ({
-      name: report.name, kind, ending, owed: report.owed, received: report.received, counts: report.counts,
-      ...(PROBLEMS.some((problem) => report.counts[problem]) ? { examples: report.examples } : {}),
-    })),
-    harnessErrors,
-    failures,
+  return finish({
+    options, startedAt, ranFor, interrupted: interrupted.aborted, postgres: version, serverOptions: SERVER, server, closing, closeCodes,
+    population, faults, bulk, transactions: transactions(), rows, late, settleTimeout: SETTLE_TIMEOUT, memory, sampleEvery: SAMPLE_EVERY, harnessErrors,
   });
-  console.log(failures.length ? `FAIL: ${failures.join('; ')} (seed ${options.seed})` : `PASS: every client got every event it was owed, once, in order; nothing else; the server never crashed`);
-  console.log(`result: ${file}`);
-  if (harnessErrors.length && failures.length === 1) return 2;
-  return failures.length ? 1 : 0;
 }
 
 async function main(): Promise<number> {
@@ -304,7 +211,7 @@ async function main(): Promise<number> {
     console.error(`npm run chaos: ${error.message}\n${USAGE}`);
     return 2;
   }
-  const teardowns = new Teardowns();
+  const teardowns = new TeardownStack();
   const interrupt = new AbortController();
   process.on('SIGINT', () => {
     if (interrupt.signal.aborted) process.exit(130);

@@ -1,7 +1,7 @@
 // Fan-out (issue 4): "commit → every client has the 1,000 events", the plugin against a bare `ws`
 // server broadcasting one pre-serialized 1,000-event array (bench/reference-server.ts), at each
 // number of clients, in the same run, rounds interleaved. Both servers run in processes of their
-// own; the clients live here and only count events (bench/clients.ts), the same for both.
+// own; the clients live here and only count events (bench/counting.ts), the same for both.
 // - reference: from telling the bare server `send` to the last client having the whole message;
 // - ours: from the return of one autocommitted `INSERT … SELECT generate_series` of 1,000 tasks
 //   (the plugin is woken by its commit) to the last client having all 1,000 events.
@@ -14,8 +14,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { issueTokens, ServerProcess } from '../test/helpers/load.js';
-import { ClientPool, startReferenceServer, untilServerCounts } from './clients.js';
+import { ClientPool, openClients, wallClock, type ClientPoolOptions } from '../harness/client-pool.js';
+import { issueTokens } from '../harness/db.js';
+import { startLoadServer } from '../harness/load.js';
+import type { ServerProcess } from '../harness/server-process.js';
+import { EventCounter, startReferenceServer } from './counting.js';
 import { isMain, runStandalone } from './standalone.js';
 import { median, positive, type BenchRow } from './support.js';
 
@@ -45,9 +48,9 @@ export interface FanoutDetail {
 }
 
 /** Throws unless each sampled client received `events` events of the expected shape (and ids, when given). */
-function checkSamples(pool: ClientPool, events: number, taskIds: readonly number[] | null): void {
+function checkSamples(counter: EventCounter, events: number, taskIds: readonly number[] | null): void {
   const expected = taskIds && [...taskIds].sort((a, b) => a - b).join();
-  for (const sample of pool.samples()) {
+  for (const sample of counter.samples()) {
     const received = sample as { task_id?: unknown; event?: unknown; timestamp?: unknown }[];
     if (received.length !== events) throw new Error(`a sampled client parsed ${received.length} events, ${events} expected`);
     if (!received.every((event) => typeof event.task_id === 'number' && event.event === 'task_created' && typeof event.timestamp === 'string')) {
@@ -66,36 +69,36 @@ interface Round {
 }
 
 /** One round of the reference: `send`, then every client has the message. */
-async function referenceRound(server: ServerProcess, pool: ClientPool): Promise<Round> {
+async function referenceRound(server: ServerProcess, counter: EventCounter): Promise<Round> {
   let sentMs: number | null = null;
-  const ms = await pool.round(EVENTS, PHASE_TIMEOUT, async () => {
-    const startedAt = performance.now();
+  const ms = await counter.round(EVENTS, PHASE_TIMEOUT, async () => {
+    const startedAt = wallClock();
     const startedEpoch = Date.now();
-    const sent = await server.request('send', 'sent', PHASE_TIMEOUT);
+    const sent = await server.request('send', {}, PHASE_TIMEOUT);
     sentMs = Number(sent.at) - startedEpoch;
     return startedAt;
   });
-  checkSamples(pool, EVENTS, null);
+  checkSamples(counter, EVENTS, null);
   return { ms, serverSentMs: sentMs };
 }
 
 /** One round of ours: one statement creating EVENTS tasks, then every client has their events. */
-async function ourRound(server: ServerProcess, database: pg.Pool, pool: ClientPool): Promise<Round> {
+async function ourRound(server: ServerProcess, database: pg.Pool, counter: EventCounter): Promise<Round> {
   let taskIds: number[] = [];
   let startedEpoch = 0;
   let committedEpoch = 0;
-  const ms = await pool.round(EVENTS, PHASE_TIMEOUT, async () => {
+  const ms = await counter.round(EVENTS, PHASE_TIMEOUT, async () => {
     startedEpoch = Date.now();
     const { rows } = await database.query<{ id: string }>(
       `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 1, 1 + n % 3, 'fan-out ' || n FROM generate_series(1, $1::int) n RETURNING id`,
       [EVENTS],
     );
-    const committedAt = performance.now();
+    const committedAt = wallClock();
     committedEpoch = Date.now();
     taskIds = rows.map((row) => Number(row.id));
     return committedAt;
   });
-  checkSamples(pool, EVENTS, taskIds);
+  checkSamples(counter, EVENTS, taskIds);
   const sentAt = await server.sentAt(startedEpoch, EVENTS, 10_000);
   return { ms, serverSentMs: sentAt === null ? null : sentAt - committedEpoch };
 }
@@ -110,26 +113,27 @@ export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[
     const reference = await startReferenceServer(PHASE_TIMEOUT);
     servers.push(reference);
     // Default messageTime (5 s): 1,000 events fill messageLimit, so the message leaves at once.
-    const ours = await ServerProcess.start({ env: { LOAD_DATABASE_URL: databaseUrl }, timeout: PHASE_TIMEOUT });
+    const ours = await startLoadServer(databaseUrl, { timeout: PHASE_TIMEOUT });
     servers.push(ours);
     for (const size of sizes) {
+      const counters = { reference: new EventCounter(size), ours: new EventCounter(size) };
+      const counting = (counter: EventCounter): ClientPoolOptions => ({
+        concurrency, timeout: PHASE_TIMEOUT, onFrame: counter.frame, onClose: counter.closed, skipUTF8Validation: true,
+      });
       const referenceUrl = `ws://127.0.0.1:${reference.port}/`;
-      const ourUrl = `ws://127.0.0.1:${ours.port}/ws/events/tasks/?uuid=`;
-      const referenceClients = await ClientPool.connect(Array.from({ length: size }, () => referenceUrl), concurrency, PHASE_TIMEOUT);
-      const ourClients = await ClientPool.connect((await issueTokens(database, size)).map((token) => ourUrl + token), concurrency, PHASE_TIMEOUT).catch(
-        (error: unknown) => {
-          referenceClients.close();
-          throw error;
-        },
-      );
+      const referenceClients = await ClientPool.connect(Array.from({ length: size }, () => referenceUrl), counting(counters.reference));
+      // Resolves once the server counts them all as joined.
+      const ourClients = await openClients(ours, await issueTokens(database, size), counting(counters.ours)).catch((error: unknown) => {
+        referenceClients.close();
+        throw error;
+      });
       try {
-        await untilServerCounts(ours, size, PHASE_TIMEOUT);
         log(`${size} clients on each server`);
         const times: FanoutDetail['sizes'][number] = { clients: size, referenceMs: [], oursMs: [], referenceServerSentMs: [], oursServerSentMs: [] };
         for (let round = 0; round <= rounds; round++) {
           const order = round % 2 ? ['ours', 'reference'] : ['reference', 'ours'];
           for (const which of order) {
-            const { ms, serverSentMs } = which === 'ours' ? await ourRound(ours, database, ourClients) : await referenceRound(reference, referenceClients);
+            const { ms, serverSentMs } = which === 'ours' ? await ourRound(ours, database, counters.ours) : await referenceRound(reference, counters.reference);
             if (round > 0) {
               (which === 'ours' ? times.oursMs : times.referenceMs).push(Math.round(ms));
               (which === 'ours' ? times.oursServerSentMs : times.referenceServerSentMs).push(serverSentMs);
@@ -145,7 +149,7 @@ export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[
       }
     }
   } finally {
-    await Promise.all(servers.map((server) => server.close(30_000).catch(() => server.kill())));
+    await Promise.all(servers.map((server) => server.shutdown(30_000)));
     await database.end();
   }
   return { rows: detail.sizes.map(row), detail };

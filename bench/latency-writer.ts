@@ -1,7 +1,7 @@
 // The writer of bench/latency.ts, in a process of its own so that the clients' frames, parsed in the
 // bench's process, never delay a commit or the reading of its time. It renames one random task per
 // write, each write its own autocommit statement, one after another at `rate` per second, and prints
-// `{ taskId, committedAt }` (wall clock, as harness.ts's wallClock) as soon as each statement has
+// `{ taskId, committedAt }` (wall clock, as harness/client-pool.ts's wallClock) as soon as each statement has
 // returned; last, `{ done: true, seconds }`. LATENCY_WRITER (JSON, a WriterData) says what to do.
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';

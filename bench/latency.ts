@@ -14,10 +14,11 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import type WebSocket from 'ws';
-import { Conditions } from '../test/helpers/conditions.js';
-import type { ServerProcess } from '../test/helpers/load.js';
-import { openClients, startPluginServer } from './harness.js';
+import { openClients, type ClientPool } from '../harness/client-pool.js';
+import { Conditions } from '../harness/conditions.js';
+import { issueTokens } from '../harness/db.js';
+import { startLoadServer } from '../harness/load.js';
+import type { ServerProcess } from '../harness/server-process.js';
 import type { Write, WriterData } from './latency-writer.js';
 import { isMain, runStandalone } from './standalone.js';
 import { positive, type BenchRow } from './support.js';
@@ -174,14 +175,15 @@ export async function measure(options: LatencyOptions): Promise<{ rows: BenchRow
   const writeCount = seconds * rate;
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   let server: ServerProcess | undefined;
-  let sockets: WebSocket[] = [];
+  let clientPool: ClientPool | undefined;
   let detail: LatencyResult;
   try {
     const taskIds = await createTasks(pool);
-    server = await startPluginServer(databaseUrl, MESSAGE_TIME, PHASE_TIMEOUT);
+    server = await startLoadServer(databaseUrl, { messageTime: MESSAGE_TIME, timeout: PHASE_TIMEOUT });
     const deliveries = new Deliveries(clients, writeCount);
     const connectStarted = performance.now();
-    sockets = await openClients(server, pool, clients, { concurrency: 200, timeout: PHASE_TIMEOUT, onFrame: deliveries.received, onClose: deliveries.closedEarly });
+    const tokens = await issueTokens(pool, clients);
+    clientPool = await openClients(server, tokens, { concurrency: 200, timeout: PHASE_TIMEOUT, onFrame: deliveries.received, onClose: deliveries.closedEarly });
     const connectMs = Math.round(performance.now() - connectStarted);
     log(`${clients} clients connected in ${(connectMs / 1000).toFixed(1)} s; writing ${rate}/s for ${seconds} s`);
     const written = await runWriter({ databaseUrl, taskIds, writes: writeCount, rate });
@@ -192,8 +194,8 @@ export async function measure(options: LatencyOptions): Promise<{ rows: BenchRow
       .catch((error: Error) => log(error.message));
     detail = { ...settings, writes: writeCount, writeSeconds: written.seconds, connectMs, ...join(deliveries, written.writes) };
   } finally {
-    for (const socket of sockets) socket.terminate();
-    await server?.close(30_000).catch(() => {});
+    clientPool?.close();
+    await server?.shutdown(30_000);
     await pool.end();
   }
   log(`latency over ${detail.samples.toLocaleString('en-US')} (client, event) pairs: p50 ${detail.p50} ms, p99 ${detail.p99} ms, max ${detail.max} ms (min ${detail.min} ms)`);

@@ -4,7 +4,7 @@
 // Runs against a fresh database on TEST_DATABASE_URL (or DATABASE_URL), dropped after; with neither
 // set, a throwaway embedded PostgreSQL.
 import { parseArgs } from 'node:util';
-import { mib, runLoad, type LoadResult } from '../test/helpers/load.js';
+import { mib, runLoad, type LoadResult } from '../harness/load.js';
 import { positive, printRows, withBenchDatabase, writeResult } from './support.js';
 
 function report(result: LoadResult): void {

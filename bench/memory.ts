@@ -11,8 +11,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { issueTokens, ServerProcess, type ServerStats } from '../test/helpers/load.js';
-import { ClientPool, startReferenceServer, untilServerCounts } from './clients.js';
+import { ClientPool } from '../harness/client-pool.js';
+import { issueTokens } from '../harness/db.js';
+import type { ServerStats } from '../harness/lines.js';
+import { startLoadServer } from '../harness/load.js';
+import type { ServerProcess } from '../harness/server-process.js';
+import { startReferenceServer } from './counting.js';
 import { isMain, runStandalone } from './standalone.js';
 import { positive, type BenchRow } from './support.js';
 
@@ -57,16 +61,17 @@ async function settled(server: ServerProcess, settle: number): Promise<ServerSta
 }
 
 /** Starts a server, reads it idle, connects a client on each of `urls()`, reads it again. */
-async function measureServer(start: () => Promise<ServerProcess>, urls: (port: number) => Promise<string[]>, options: Required<MemoryOptions>): Promise<ServerMemory> {
+async function measureServer(start: () => Promise<ServerProcess>, urls: (server: ServerProcess) => Promise<string[]>, options: Required<MemoryOptions>): Promise<ServerMemory> {
   const { connections, concurrency, settle } = options;
   const server = await start();
   let clients: ClientPool | undefined;
   try {
     const before = await settled(server, settle);
-    const addresses = await urls(server.port);
+    const addresses = await urls(server);
     const connectStarted = performance.now();
-    clients = await ClientPool.connect(addresses, concurrency, PHASE_TIMEOUT);
-    await untilServerCounts(server, connections, PHASE_TIMEOUT);
+    // Idle clients: nothing is sent to them, nothing to hook.
+    clients = await ClientPool.connect(addresses, { concurrency, timeout: PHASE_TIMEOUT, skipUTF8Validation: true });
+    await server.untilConnections(connections, PHASE_TIMEOUT);
     const connectMs = Math.round(performance.now() - connectStarted);
     const connected = await settled(server, settle);
     return {
@@ -78,7 +83,7 @@ async function measureServer(start: () => Promise<ServerProcess>, urls: (port: n
     };
   } finally {
     clients?.close();
-    await server.close(30_000).catch(() => server.kill());
+    await server.shutdown(30_000);
   }
 }
 
@@ -89,15 +94,15 @@ export async function measure(options: MemoryOptions): Promise<{ rows: BenchRow[
   const gc = ['--expose-gc'];
   const reference = await measureServer(
     () => startReferenceServer(PHASE_TIMEOUT, gc),
-    async (port) => Array.from({ length: connections }, () => `ws://127.0.0.1:${port}/`),
+    async (server) => Array.from({ length: connections }, () => `ws://127.0.0.1:${server.port}/`),
     resolved,
   );
   log(`bare ws: ${reference.rssPerConnectionKB.toFixed(1)} KB RSS per connection; connected in ${reference.connectMs} ms`);
   const database = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   try {
     const ours = await measureServer(
-      () => ServerProcess.start({ env: { LOAD_DATABASE_URL: databaseUrl }, nodeFlags: gc, timeout: PHASE_TIMEOUT }),
-      async (port) => (await issueTokens(database, connections)).map((token) => `ws://127.0.0.1:${port}/ws/events/tasks/?uuid=${token}`),
+      () => startLoadServer(databaseUrl, { nodeFlags: gc, timeout: PHASE_TIMEOUT }),
+      async (server) => (await issueTokens(database, connections)).map((token) => server.url(token)),
       resolved,
     );
     log(`ours: ${ours.rssPerConnectionKB.toFixed(1)} KB RSS per connection; connected in ${ours.connectMs} ms`);

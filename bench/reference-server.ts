@@ -1,13 +1,13 @@
 // The reference of the fan-out and memory benches: a bare `ws` server, nothing else, in a process
 // of its own. It holds one pre-serialized JSON array of 1,000 events shaped like ours
 // (≈100 KB) and, on `send`, hands it to every client with a plain loop of `socket.send`. It speaks
-// the lines of test/helpers/load-server.ts, so test/helpers/load.ts's ServerProcess drives it:
-// `{"ready":true,"port":…}` once listening; on stdin, `stats` (`stats gc`: after a full collection,
-// with --expose-gc), `send` (answered `{"sent":{"at":…,"sockets":…}}`), `close`.
+// the lines of harness/lines.ts, so harness/server-process.ts's ServerProcess drives it: the
+// `ready` event once listening; requests `stats` (`gc`: after a full collection, with
+// --expose-gc), `send` (answered with `at` and `sockets`), `close`.
 // Started by bench/fanout.ts and bench/memory.ts.
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
 import { WebSocketServer } from 'ws';
+import { answerRequests, memory, report } from '../harness/lines.js';
 
 /** Events in the message: the plugin's messageLimit, which it too sends at once. */
 const EVENTS = 1000;
@@ -22,35 +22,24 @@ function referenceMessage(count: number): Buffer {
   return Buffer.from(`[${events.join(',')}]`);
 }
 
-const say = (message: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(message)}\n`);
+const message = referenceMessage(EVENTS);
+const server = createServer();
+const wss = new WebSocketServer({ server, perMessageDeflate: false });
+await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve));
+const address = server.address();
+report('ready', { port: typeof address === 'object' && address ? address.port : 0 });
 
-async function main(): Promise<void> {
-  const message = referenceMessage(EVENTS);
-  const server = createServer();
-  const wss = new WebSocketServer({ server, perMessageDeflate: false });
-  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve));
-  const address = server.address();
-  say({ ready: true, port: typeof address === 'object' && address ? address.port : 0 });
-
-  const input = createInterface({ input: process.stdin });
-  input.on('line', (line) => {
-    const command = line.trim();
-    if (command === 'send') {
-      // A text frame of the same bytes to everyone: the Buffer is not copied or re-encoded per client.
-      for (const socket of wss.clients) socket.send(message, { binary: false });
-      say({ sent: { at: Date.now(), sockets: wss.clients.size } });
-    } else if (command === 'stats' || command === 'stats gc') {
-      if (command === 'stats gc') global.gc?.();
-      const { rss, heapUsed } = process.memoryUsage();
-      say({ stats: { rss, heapUsed, connections: wss.clients.size } });
-    } else if (command === 'close') {
-      input.close();
-      process.stdin.destroy();
-      for (const socket of wss.clients) socket.terminate();
-      wss.close();
-      server.close(() => say({ closed: true }));
-    }
-  });
-}
-
-await main();
+answerRequests({
+  send: () => {
+    // A text frame of the same bytes to everyone: the Buffer is not copied or re-encoded per client.
+    for (const socket of wss.clients) socket.send(message, { binary: false });
+    return { at: Date.now(), sockets: wss.clients.size };
+  },
+  stats: (request) => ({ stats: { ...memory(request.gc === true), connections: wss.clients.size } }),
+  close: async () => {
+    for (const socket of wss.clients) socket.terminate();
+    wss.close();
+    await new Promise((resolve) => server.close(resolve));
+    return { closed: true };
+  },
+});

@@ -7,7 +7,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../example/embedded.js';
 import { migrate } from '../lib/migrate.js';
-import { applyReferenceSchema } from '../test/helpers/db.js';
+import { applyReferenceSchema } from '../harness/db.js';
 
 const RESULTS = new URL('./results/', import.meta.url);
 

@@ -6,6 +6,7 @@ import pg from 'pg';
 import taskEvents, { migrate } from '../lib/index.js';
 import { api } from './api.js';
 import type { Config } from './config.js';
+import { operations } from './operations.js';
 
 const SCHEMA_FILE = new URL('./schema.sql', import.meta.url);
 
@@ -79,6 +80,8 @@ export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOpti
       ...(rateLimit !== undefined && { rateLimit }),
     });
     await app.register(api, { pool, issueToken: (identity) => app.taskEvents.issueToken(identity) });
+    // GET /metrics, /health/live and /health/ready
+    await app.register(operations);
     await app.ready();
   } catch (error) {
     await app.close().catch(() => {});

@@ -7,7 +7,7 @@ import { EventBuffer, type ReadSpan } from './buffer.js';
 import { cursorAfter, type Cursor } from './cursor.js';
 import { eventsFrame } from './frames.js';
 import type { Filter } from './group.js';
-import { toEvent, type OutboxRow } from './outbox.js';
+import { EVENT_COLUMNS, toEvent, type OutboxRow } from './outbox.js';
 import { checkout } from './pool.js';
 import { visible, type Snapshot } from './snapshot.js';
 
@@ -15,8 +15,7 @@ import { visible, type Snapshot } from './snapshot.js';
 // snapshot sees beyond it, each in id order: the order in which a cursor can follow them. `xid >=
 // xmin(floor)` lets the xid index skip all that the cursor's floor has.
 const BACKLOG = `
-  SELECT id, environment_id, task_id, object_class_id, event,
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp, xid::text
+  SELECT ${EVENT_COLUMNS}
   FROM task_events.outbox
   WHERE xid >= pg_snapshot_xmin($1::pg_snapshot)
     AND environment_id = $4

@@ -5,6 +5,7 @@ import { cursorAfter, cursorAt, type Cursor } from './cursor.js';
 import { cursorFrame, eventsFrame } from './frames.js';
 import { Group, type Filter, type Start } from './group.js';
 import { HandshakeHistory, type Ticket } from './handshakes.js';
+import { sendToAll } from './send.js';
 import { visible } from './snapshot.js';
 
 export type { Ticket } from './handshakes.js';
@@ -31,19 +32,14 @@ export interface HubOptions {
   encodeCursor: (cursor: Cursor) => string;
 }
 
-/** Close code for a client that does not keep up: "Try Again Later". */
-const TRY_AGAIN_LATER = 1013;
-
-/** A slow client gets this long to take its close frame before its socket is destroyed. */
-const SLOW_CLOSE_GRACE = 5000;
-
 /**
  * Groups of sockets per protocol, environment and filter, the flush timers, and one serialization
  * per message per group. Fed by {@link Hub.publish} and {@link Hub.advance}; knows nothing of
  * PostgreSQL.
  *
- * Emits `flushed` ({ group, events, sockets }) after each message, and `slow-consumer`
- * ({ environmentId, bufferedAmount }) when it closes a client that does not keep up.
+ * Emits `flushed` ({ group, events, sockets, bytes, oldest }: lib/signals.ts) after each message,
+ * and `slow-consumer` ({ environmentId, bufferedAmount }, socket) when it closes a client that
+ * does not keep up.
  */
 export class Hub extends EventEmitter {
   readonly #options: HubOptions;
@@ -225,36 +221,23 @@ export class Hub extends EventEmitter {
   #sendMessage(group: Group, solo: WebSocket | null, buffer: EventBuffer, limit: number): void {
     const { events, last } = buffer.takeMessage(limit);
     const sockets = solo ? [solo] : group.members.keys();
-    if (group.protocol === 1) return this.#sendFrame(group, sockets, serialize(events), events.length);
+    const oldest = (events[0] as TaskEvent).timestamp; // in timestamp order
+    if (group.protocol === 1) return this.#sendFrame(group, sockets, serialize(events), events.length, oldest);
     const start = solo ? (group.solos.get(solo)?.start ?? null) : null;
     if (!solo) group.lastCursorAt = Date.now();
-    this.#sendFrame(group, sockets, eventsFrame(events, this.#options.encodeCursor(cursorAfter(last, start))), events.length);
+    this.#sendFrame(group, sockets, eventsFrame(events, this.#options.encodeCursor(cursorAfter(last, start))), events.length, oldest);
   }
 
-  #sendFrame(group: Group, sockets: Iterable<WebSocket>, frame: Buffer | string, events: number): void {
-    let count = 0;
-    for (const socket of sockets) {
-      if (socket.readyState !== socket.OPEN) continue;
-      socket.send(frame, { binary: false });
-      count++;
-      if (socket.bufferedAmount > this.#options.maxBufferedBytes) this.#closeSlow(socket, group);
-    }
+  #sendFrame(group: Group, sockets: Iterable<WebSocket>, frame: Buffer | string, events: number, oldest = ''): void {
+    const count = sendToAll(sockets, frame, this.#options.maxBufferedBytes, (socket, bufferedAmount) => {
+      // it leaves its group at once, so it delays no one and gets nothing more
+      this.leave(socket);
+      this.#slowConsumersClosed++;
+      this.emit('slow-consumer', { environmentId: group.filter.environmentId, bufferedAmount }, socket);
+    });
     if (events === 0) return;
     this.#messagesSent += count;
-    this.emit('flushed', { group: group.key, events, sockets: count });
-  }
-
-  /**
-   * A client that does not read holds our memory: it leaves its group at once (so it delays no
-   * one and gets nothing more) and is closed; ws destroys the socket if the close is not answered.
-   */
-  #closeSlow(socket: WebSocket, group: Group): void {
-    const bufferedAmount = socket.bufferedAmount;
-    this.leave(socket);
-    this.#slowConsumersClosed++;
-    socket.close(TRY_AGAIN_LATER, `Client too slow: over ${this.#options.maxBufferedBytes} bytes unsent`);
-    setTimeout(() => socket.terminate(), SLOW_CLOSE_GRACE).unref();
-    this.emit('slow-consumer', { environmentId: group.filter.environmentId, bufferedAmount });
+    this.emit('flushed', { group: group.key, events, sockets: count, bytes: Buffer.byteLength(frame), oldest });
   }
 }
 

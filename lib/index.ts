@@ -3,14 +3,18 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { Registry } from 'prom-client';
 import { sendBacklog } from './backlog.js';
+import type { TaskEvent } from './buffer.js';
 import { ConnectionCaps } from './caps.js';
 import { CursorCodec } from './cursor.js';
 import { HostErrors } from './errors.js';
+import { HealthWatch, type TaskEventsHealth } from './health.js';
 import { Heartbeat } from './heartbeat.js';
 import { Hub } from './hub.js';
 import { Listener } from './listener.js';
 import { logLifecycle } from './logging.js';
+import { registerMetrics } from './metrics.js';
 import { migrate } from './migrate.js';
 import { cursorKey, streamPoint } from './outbox.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
@@ -19,6 +23,7 @@ import { checkDatabase } from './readiness.js';
 import { Retention } from './retention.js';
 import { selectProtocol } from './request.js';
 import { registerRoute } from './route.js';
+import { CloseReasons, type ReadDetail } from './signals.js';
 import { TokenStore } from './tokens.js';
 
 export { migrate, migrationsDirectory, migrationState, type MigrationState } from './migrate.js';
@@ -29,6 +34,9 @@ export { ERRORS, HostErrors, type ErrorCode } from './errors.js';
 export { OptionError, OPTIONS } from './options.js';
 export { Refusal, type Check, type TextSpelling } from './option-checks.js';
 export type { Authenticate, Identity, RateLimitOptions, TaskEventsOptions } from './options.js';
+export { LAG_BUCKETS, METRIC_NAMES, type MetricsOptions } from './metrics.js';
+export { DATABASE_DEADLINE, READ_LAG_LIMIT, STALE_READ_INTERVALS, type TaskEventsHealth } from './health.js';
+export type { DisconnectReason, FlushedDetail, HandshakeDetail, HandshakeOutcome, ReadDetail } from './signals.js';
 
 /** Counters of one plugin instance. */
 export interface TaskEventsStats {
@@ -54,11 +62,17 @@ export interface TaskEventsDecorator {
    */
   prune(): Promise<{ outbox: number; tokens: number } | null>;
   stats(): TaskEventsStats;
+  /** The Prometheus registry holding the plugin's metrics (README, "Operating it"); null with `metrics: false`. */
+  metrics: Registry | null;
+  /** Whether this instance can serve events now: the database, the LISTEN connection, reads keeping up. */
+  health(): Promise<TaskEventsHealth>;
   /**
    * Lifecycle events, for tests and monitoring: `connected` and `reconnecting` (the LISTEN
-   * connection), `caught-up` ({ events }) after each outbox read, `flushed` ({ group, events,
-   * sockets }) after each message, `slow-consumer` ({ environmentId, bufferedAmount }) and
-   * `heartbeat-timeout` when a client is dropped, `warning` (an error that is being retried).
+   * connection), `read` ({ events, oldest }) per fetched batch, `caught-up` ({ events }) after each
+   * outbox read, `flushed` ({ group, events, sockets, bytes, oldest }) after each message,
+   * `handshake` ({ outcome, resume }), `disconnect` ({ reason, code }) when a socket that had
+   * joined closes, `slow-consumer` ({ environmentId, bufferedAmount }) and `heartbeat-timeout`
+   * when a client is dropped, `warning` (an error that is being retried). Details: lib/signals.ts.
    */
   events: EventEmitter;
 }
@@ -92,6 +106,12 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     // An idle client's error (its backend was terminated) must not crash the process.
     pool.on('error', (error) => events.emit('warning', new HostErrors.POOL({ cause: error })));
   }
+  const registry = options.metrics ? (options.metrics.registry ?? new Registry()) : null;
+  const stopMetrics = options.metrics && registry
+    ? registerMetrics(registry, options.metrics.prefix, { events, pool, connections: () => hub.stats().connections })
+    : null;
+  const health = new HealthWatch({ events, pool, pollInterval: options.pollInterval });
+  const closeReasons = new CloseReasons();
   if (options.migrate) await migrate(pool);
 
   const tokens = new TokenStore(pool, options.tokenTtl);
@@ -107,13 +127,19 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     encodeCursor: (cursor) => codec().encode(cursor),
   });
   // The terminated socket's own 'close' takes it out of the hub.
-  const heartbeat = new Heartbeat(options.heartbeatInterval, () => events.emit('heartbeat-timeout'));
+  const heartbeat = new Heartbeat(options.heartbeatInterval, (socket) => {
+    closeReasons.mark(socket, 'heartbeat');
+    events.emit('heartbeat-timeout');
+  });
   const listener = new Listener({
     pool,
     connection,
     pollInterval: options.pollInterval,
     readBatchSize: options.readBatchSize,
-    onEvents: (batch) => hub.publish(batch),
+    onEvents: (batch) => {
+      events.emit('read', { events: batch.length, oldest: (batch[0] as TaskEvent).timestamp } satisfies ReadDetail);
+      hub.publish(batch);
+    },
     onRead: (read) => hub.advance(read),
   });
   const limiter = options.rateLimit ? new SlidingWindowLimiter(options.rateLimit.max, options.rateLimit.timeWindow) : null;
@@ -122,10 +148,13 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     listener.on(name, (detail) => events.emit(name, detail));
   }
   for (const name of ['flushed', 'slow-consumer']) hub.on(name, (detail) => events.emit(name, detail));
+  hub.on('slow-consumer', (_detail, socket) => closeReasons.mark(socket, 'slow_consumer'));
   logLifecycle(app.log, events);
 
   /** Sends what is buffered, then closes our sockets with 1001. */
   const shutdown = async (): Promise<void> => {
+    closeReasons.shutdown();
+    health.shutdown();
     hub.flushAll();
     hub.closeAll(GOING_AWAY, 'Server shutting down');
   };
@@ -173,6 +202,8 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     allowedOrigins: options.allowedOrigins,
     requireOrigin: options.requireOrigin,
     caps: new ConnectionCaps(options),
+    onHandshake: (detail) => events.emit('handshake', detail),
+    onDisconnect: (socket, code) => events.emit('disconnect', { reason: closeReasons.of(socket, code), code }),
   });
 
   const retention = new Retention({
@@ -188,6 +219,8 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     migrate: () => migrate(pool),
     prune: () => retention.prune(),
     stats: () => hub.stats(),
+    metrics: registry,
+    health: () => health.check(),
     events,
   });
 
@@ -197,6 +230,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     await listener.start();
   });
   app.addHook('onClose', async () => {
+    stopMetrics?.();
     heartbeat.close();
     limiter?.close();
     await retention.close();

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
-import pgListen from 'pg-listen';
 import type { ReadSpan, TaskEvent } from './buffer.js';
 import { HostErrors } from './errors.js';
+import { ListenConnection } from './listen-connection.js';
 import { currentSnapshot, doorbellTaken, outboxPosition, readOutbox } from './outbox.js';
 import { checkout } from './pool.js';
+import { retryDelay } from './retry.js';
 
 /**
  * The channel the capture triggers notify (only the first writer after each read: the doorbell);
@@ -27,7 +28,6 @@ export interface ListenerOptions {
   onRead?: (read: ReadSpan) => void;
 }
 
-const RETRY_BASE = 100;
 /**
  * Milliseconds before reading again while other transactions still hold the outbox: 100, and
  * {@link DOORBELL_CHECK} once a follow-up found nothing new (a long transaction stays open).
@@ -39,14 +39,6 @@ const FOLLOW_UP_DELAY = 100;
  * read can be while writes go on, so events stay within messageTime + 250 ms.
  */
 const DOORBELL_CHECK = 200;
-const RETRY_CAP = 5000;
-
-/** Capped exponential backoff with full jitter: the n-th retry waits up to 100·2ⁿ ms, at most 5 s. */
-function retryDelay(attempt: number): number {
-  return Math.round(Math.random() * Math.min(RETRY_CAP, RETRY_BASE * 2 ** Math.min(attempt, 16)));
-}
-
-type Subscriber = ReturnType<typeof pgListen.default>;
 
 /**
  * Reads new outbox rows (lib/outbox.ts) and hands them on, in order, once each. A NOTIFY on
@@ -69,20 +61,25 @@ export class Listener extends EventEmitter {
   #readAgain = false;
   #readFailures = 0;
   #closing = false;
-  #subscriber: Subscriber | null = null;
-  /** A connect of the LISTEN connection under way; close() waits for it. */
-  #subscribing: Promise<void> | null = null;
+  readonly #listen: ListenConnection;
   #pollTimer: NodeJS.Timeout | null = null;
   #readRetryTimer: NodeJS.Timeout | null = null;
   #followUpTimer: NodeJS.Timeout | null = null;
   /** The last read found nothing new: a long transaction holds the outbox, so follow up slower. */
   #foundNothing = false;
   #doorbellTimer: NodeJS.Timeout | null = null;
-  #subscribeTimer: NodeJS.Timeout | null = null;
 
   constructor(options: ListenerOptions) {
     super();
     this.#options = options;
+    this.#listen = new ListenConnection(options.connection, CHANNEL);
+    this.#listen.on('notification', () => this.wake());
+    this.#listen.on('connected', () => {
+      this.emit('connected');
+      // Whatever committed while we were not listening is in the outbox: read it now.
+      this.wake();
+    });
+    for (const name of ['reconnecting', 'warning']) this.#listen.on(name, (detail) => this.emit(name, detail));
   }
 
   /**
@@ -93,7 +90,7 @@ export class Listener extends EventEmitter {
     this.#snapshot = await currentSnapshot(this.#options.pool);
     this.#pollTimer = setInterval(() => this.wake(), this.#options.pollInterval).unref();
     this.#doorbellTimer = setInterval(() => void this.#checkDoorbell(), DOORBELL_CHECK).unref();
-    this.#startSubscribe(0);
+    this.#listen.start();
   }
 
   /**
@@ -123,12 +120,8 @@ export class Listener extends EventEmitter {
     if (this.#readRetryTimer) clearTimeout(this.#readRetryTimer);
     if (this.#followUpTimer) clearTimeout(this.#followUpTimer);
     if (this.#doorbellTimer) clearInterval(this.#doorbellTimer);
-    if (this.#subscribeTimer) clearTimeout(this.#subscribeTimer);
     await this.#reading;
-    await this.#subscribing;
-    const subscriber = this.#subscriber;
-    this.#subscriber = null;
-    await subscriber?.close().catch(() => {});
+    await this.#listen.close();
   }
 
   async #readUntilQuiet(): Promise<void> {
@@ -191,69 +184,5 @@ export class Listener extends EventEmitter {
       client.giveBack(error as Error);
       throw error;
     }
-  }
-
-  #startSubscribe(attempt: number): void {
-    this.#subscribing = this.#subscribe(attempt).finally(() => {
-      this.#subscribing = null;
-    });
-  }
-
-  /**
-   * Connects the LISTEN connection. pg-listen is kept for its paranoid check (a query every 10 s
-   * that notices a connection dead without a FIN, which a LISTEN alone never would); its own
-   * reconnect is switched off (retryLimit 1: it gives up after 3 s by default, and its loop cannot
-   * be cancelled while an attempt is under way), so a lost or failed connection is replaced by a
-   * fresh subscriber here, after a capped, jittered delay, until close().
-   */
-  async #subscribe(attempt: number): Promise<void> {
-    if (this.#closing) return;
-    let abandoned = false;
-    let connected = false;
-    const subscriber = pgListen.default(this.#options.connection, {
-      retryLimit: 1,
-      paranoidChecking: 10_000,
-      parse: (payload: string) => payload,
-    });
-    const replace = (error: unknown): void => {
-      if (abandoned) return;
-      abandoned = true;
-      if (this.#subscriber === subscriber) this.#subscriber = null;
-      void subscriber.close().catch(() => {});
-      if (this.#closing) return;
-      this.emit('warning', new HostErrors.LISTEN({ cause: error }));
-      // After a connection that worked, the first retry comes quickly again.
-      this.#retrySubscribe(connected ? 1 : attempt + 1);
-    };
-    // With retryLimit 1, pg-listen turns a lost connection straight into 'error'.
-    subscriber.events.on('error', replace);
-    subscriber.notifications.on(CHANNEL, () => this.wake());
-    try {
-      await subscriber.connect();
-      await subscriber.listenTo(CHANNEL);
-    } catch (error) {
-      return replace(error);
-    }
-    if (abandoned) return;
-    if (this.#closing) {
-      abandoned = true;
-      await subscriber.close().catch(() => {});
-      return;
-    }
-    this.#subscriber = subscriber;
-    connected = true;
-    this.#connected();
-  }
-
-  #connected(): void {
-    this.emit('connected');
-    // Whatever committed while we were not listening is in the outbox: read it now.
-    this.wake();
-  }
-
-  #retrySubscribe(attempt: number): void {
-    if (this.#closing) return;
-    this.emit('reconnecting', attempt);
-    this.#subscribeTimer = setTimeout(() => this.#startSubscribe(attempt), retryDelay(attempt));
   }
 }

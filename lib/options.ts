@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type pg from 'pg';
 import { HostErrors } from './errors.js';
+import { METRICS_OPTION, type MetricsOptions } from './metrics.js';
 import {
   callback, connectionCap, falseOr, flag, nonEmptyString, origins, pgPool, positiveInteger, record, Refusal, urlPath, type Check,
 } from './option-checks.js';
@@ -82,6 +83,8 @@ export interface TaskEventsOptions {
   maxConnectionsPerIp?: number;
   /** Open connections in this process (default 10000; `0`: no cap). */
   maxConnections?: number;
+  /** Prometheus metrics in `app.taskEvents.metrics` (default: a registry of their own, names prefixed `task_events_`); `false`: none. */
+  metrics?: MetricsOptions | false;
 }
 
 const DEFAULT_RATE_LIMIT: Readonly<RateLimitOptions> = Object.freeze({ max: 60, timeWindow: 60_000 });
@@ -127,6 +130,7 @@ const table = {
   maxConnectionsPerIp: { check: connectionCap, default: 1000, env: 'TASK_EVENTS_MAX_CONNECTIONS_PER_IP' },
   /** Bounds memory and file descriptors of one process (a socket costs tens of KB with its buffers). */
   maxConnections: { check: connectionCap, default: 10_000, env: 'TASK_EVENTS_MAX_CONNECTIONS' },
+  metrics: METRICS_OPTION,
 } satisfies OptionTable;
 
 /** The options: each one's check, default and environment variable, in the order of {@link TaskEventsOptions}. Frozen. */

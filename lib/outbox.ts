@@ -12,10 +12,15 @@ import { parseSnapshot, type Snapshot } from './snapshot.js';
 // concurrent transactions commit in. The snapshot is written into the text, not bound: the read
 // opens with several statements in one round trip, which PostgreSQL takes only without parameters
 // (SNAPSHOT below checks its shape first).
+/** An outbox row's `created_at` as the contract writes timestamps: ISO 8601, microseconds, `+00:00`. */
+export const EVENT_TIMESTAMP = `to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')`;
+
+/** The columns of an {@link OutboxRow}, in its order. */
+export const EVENT_COLUMNS = `id, environment_id, task_id, object_class_id, event, ${EVENT_TIMESTAMP} AS timestamp, xid::text`;
+
 function newRows(since: string): string {
   return `
-  SELECT id, environment_id, task_id, object_class_id, event,
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS timestamp, xid::text
+  SELECT ${EVENT_COLUMNS}
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
     SELECT id, environment_id, task_id, object_class_id, event, created_at, xid

@@ -10,6 +10,7 @@ import type { Hub, Ticket } from './hub.js';
 import type { Authenticate, Identity } from './options.js';
 import type { SlidingWindowLimiter } from './rate-limit.js';
 import { offersV2, originAllowed, parseEventTypes, parseObjectClassIds, redactedRequest, upgradeDefect } from './request.js';
+import { refusalOutcome, type HandshakeDetail } from './signals.js';
 import type { Snapshot } from './snapshot.js';
 import { isTokenShaped } from './tokens.js';
 
@@ -34,6 +35,10 @@ export interface RouteOptions {
   /** Refuse handshakes without an `Origin` header. */
   requireOrigin: boolean;
   caps: ConnectionCaps;
+  /** How each handshake ended: refused (a frame, 403 or 500) or accepted. */
+  onHandshake: (detail: HandshakeDetail) => void;
+  /** A socket that had joined closed with `code`. */
+  onDisconnect: (socket: WebSocket, code: number) => void;
 }
 
 /** The outcome of a handshake, decided before the upgrade. */
@@ -68,6 +73,7 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     if (defect) return reply.code(400).header('sec-websocket-version', '13').send({ statusCode: 400, error: 'Bad Request', message: defect });
     // Cross-site WebSocket hijacking: browsers apply no CORS to WebSockets; Origin names the page.
     if (!originAllowed(request.headers.origin, allowedOrigins, requireOrigin)) {
+      options.onHandshake({ outcome: 'forbidden_origin', resume: false });
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'This Origin may not open task events.' });
     }
     if (limiter && !limiter.allow(request.ip)) return void verdicts.set(request, { error: 'ERR_RATE_LIMIT_EXCEEDED' });
@@ -106,24 +112,32 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
       verdicts.set(request, { error: null, identity, filter, start, ticket, resumeFrom });
     } catch (error) {
       hub.release(ticket);
+      options.onHandshake({ outcome: 'error', resume: false });
       // Fastify answers 500 with this message; the cause (a database error) goes to the log only.
       throw new HostErrors.AUTHENTICATION({ cause: error });
     }
   }
 
+  /** Refuses a handshake with the error frame `code`, and reports it. */
+  function refuseHandshake(socket: WebSocket, code: ErrorCode): void {
+    options.onHandshake({ outcome: refusalOutcome(code), resume: false });
+    refuse(socket, code);
+  }
+
   function connect(socket: WebSocket, request: FastifyRequest): void {
     const verdict = verdicts.get(request);
     verdicts.delete(request);
-    if (!verdict) return refuse(socket, 'ERR_INVALID_UUID');
-    if (verdict.error) return refuse(socket, verdict.error);
+    if (!verdict) return refuseHandshake(socket, 'ERR_INVALID_UUID');
+    if (verdict.error) return refuseHandshake(socket, verdict.error);
     // Counted at the open, synchronously: of two racing handshakes the later one is over the cap.
     const release = caps.acquire(verdict.identity, request.ip);
     if (!release) {
       hub.release(verdict.ticket);
-      return refuse(socket, 'ERR_RATE_LIMIT_EXCEEDED');
+      return refuseHandshake(socket, 'ERR_RATE_LIMIT_EXCEEDED');
     }
     socket.once('close', release);
     const { filter, start, ticket, resumeFrom } = verdict;
+    options.onHandshake({ outcome: 'ok', resume: resumeFrom !== null });
     if (start.protocol === 2) socket.send(readyFrame(options.cursors().encode(resumeFrom ?? cursorAt(start.snapshot))));
     hub.join(socket, { ...filter, start, ticket, held: resumeFrom !== null });
     if (start.protocol === 2 && resumeFrom) options.resume(socket, filter, resumeFrom, start.snapshot);
@@ -132,6 +146,7 @@ export function registerRoute(app: FastifyInstance, options: RouteOptions): void
     request.log.debug({ environmentId, userId }, 'task events: socket opened');
     socket.on('close', (code) => {
       hub.leave(socket);
+      options.onDisconnect(socket, code);
       request.log.debug({ environmentId, userId, code }, 'task events: socket closed');
     });
     socket.on('message', () => {

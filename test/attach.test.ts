@@ -2,8 +2,8 @@
 // call attach" has to work for a Catalyst-like app that calls its tasks something else.
 import t from 'tap';
 import type pg from 'pg';
+import { createTestDatabase } from '../harness/db.js';
 import { attach, detach, type AttachOptions } from '../lib/attach.js';
-import { createTestDatabase } from './helpers/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
 
 const db = await createTestDatabase(t, { schema: false });

@@ -1,6 +1,7 @@
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
-import { nextEvent, startServer, TestClient, type ReceivedEvent } from './helpers/server.js';
+import { TestClient, type ReceivedEvent } from '../harness/client.js';
+import { createTestDatabase } from '../harness/db.js';
+import { nextEvent, startServer } from './helpers/server.js';
 
 const insertTasks = (count: number, environmentId = 1, objectClassId = 1): string =>
   `INSERT INTO tasks (environment_id, object_class_id, name)

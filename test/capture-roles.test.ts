@@ -2,7 +2,7 @@
 // tables only, writes tasks and its writes are captured. And the rest of what counts as a write.
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
+import { createTestDatabase } from '../harness/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
 
 const db = await createTestDatabase(t);

@@ -2,7 +2,7 @@
 // write it, leaves exactly the outbox rows of the event-mapping table, and rings the doorbell.
 import t from 'tap';
 import type pg from 'pg';
-import { createTestDatabase } from './helpers/db.js';
+import { createTestDatabase } from '../harness/db.js';
 import { ev, eventsOf, eventsSince, listen, outboxMark } from './helpers/outbox.js';
 
 const db = await createTestDatabase(t);

@@ -3,9 +3,9 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { createAppRole } from '../harness/backends.js';
+import { createTestDatabase } from '../harness/db.js';
 import { migrationState } from '../lib/migrate.js';
-import { createAppRole } from './helpers/backends.js';
-import { createTestDatabase } from './helpers/db.js';
 import { ev, eventsOf } from './helpers/outbox.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));

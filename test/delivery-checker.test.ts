@@ -1,7 +1,8 @@
 // The delivery checker (test/helpers/delivery.ts) on synthetic input: it must see each kind of
 // failure it exists to report, and nothing where there is none. No database needed.
 import t from 'tap';
-import { checkDelivery, formatReport, problemCount, type ClientRecord, type OutboxRow } from './helpers/delivery.js';
+import { checkDelivery, type ClientRecord, type OutboxRow } from '../harness/delivery/check.js';
+import { formatReport, problemCount } from '../harness/delivery/report.js';
 
 /** Rows 1..n: odd ids by writer `a`, even by `b`; environment 1 class 1, except where told. */
 function rows(n: number, overrides: Record<number, Partial<OutboxRow>> = {}): OutboxRow[] {

@@ -1,7 +1,8 @@
 import t from 'tap';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
 import { ERRORS } from '../lib/index.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { nextEvent, startServer, TestClient } from './helpers/server.js';
+import { nextEvent, startServer } from './helpers/server.js';
 
 /** True while the token has not been spent (only its hash is stored). */
 async function unspent(db: TestDatabase, token: string): Promise<boolean> {

@@ -6,19 +6,16 @@
 import t, { type Test } from 'tap';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../example/embedded.js';
+import { backends, createAppRole, terminateBackends, waitUntil } from '../harness/backends.js';
+import { TestClient } from '../harness/client.js';
+import { applyReferenceSchema, createTestDatabase, type TestDatabase } from '../harness/db.js';
+import type { ClientSpec } from '../harness/delivery/tracked.js';
+import { startWorkload } from '../harness/delivery/writers.js';
 import { migrate } from '../lib/migrate.js';
-import {
-  backends,
-  createAppRole,
-  terminateBackends,
-  waitForListenBackend,
-  waitUntil,
-  watchForCrash,
-  withApplicationName,
-} from './helpers/backends.js';
-import { applyReferenceSchema, createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { finishAndCheck, joinTracked, outboxPosition, startWorkload, type ClientSpec } from './helpers/delivery.js';
-import { nextEvent, startServer, TestClient, type TestServer } from './helpers/server.js';
+import { outboxPosition } from '../lib/outbox.js';
+import { waitForListenBackend, watchForCrash, withApplicationName } from './helpers/backends.js';
+import { finishAndCheck, joinTracked } from './helpers/delivery.js';
+import { nextEvent, startServer, type TestServer } from './helpers/server.js';
 
 /** Who connects: both environments, with and without filters. */
 const CLIENTS: readonly ClientSpec[] = [

@@ -1,6 +1,7 @@
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
-import { nextEvent, startServer, TestClient } from './helpers/server.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase } from '../harness/db.js';
+import { nextEvent, startServer } from './helpers/server.js';
 
 t.test('a peer that does not answer pings is dropped; a live client never is', async (t) => {
   const db = await createTestDatabase(t);
@@ -25,7 +26,9 @@ t.test('a peer that does not answer pings is dropped; a live client never is', a
   const closed = await silent.waitForClose();
   const after = performance.now() - started;
   t.equal(closed.code, 1006, 'terminated, without a close frame');
-  t.ok(after < heartbeatInterval * 4, `dropped within two intervals (${after.toFixed(0)} ms)`);
+  // Dropped at the second beat after it joined, so within two intervals by design; the bound
+  // allows four, for the timers of a machine busy with the other test files.
+  t.ok(after < heartbeatInterval * 4, `dropped within four intervals (${after.toFixed(0)} ms)`);
   await sixPings;
   t.equal(live.closed, null, 'the live client is still connected');
   t.equal(server.app.taskEvents.stats().connections, 1);

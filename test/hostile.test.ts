@@ -6,10 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { buildApp } from '../example/app.js';
 import { SERVER_OPTIONS } from '../example/server-options.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
 import { eventsSince, outboxMark } from './helpers/outbox.js';
 import { closeCode, frameHeader, RawConnection, upgradeRequest } from './helpers/raw.js';
-import { startServer, TestClient } from './helpers/server.js';
+import { startServer } from './helpers/server.js';
 
 /** True while the token has not been spent (only its hash is stored). */
 async function unspent(db: TestDatabase, token: string): Promise<boolean> {

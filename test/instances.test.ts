@@ -3,20 +3,16 @@
 // of their tenant, a one-time token opens one connection whichever instance it is spent on, and
 // closing or pruning on one instance never disturbs the other's clients.
 import t, { type Test } from 'tap';
-import { backends, createAppRole, terminateBackends, waitForListenBackend, waitUntil } from './helpers/backends.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import {
-  committedIds,
-  finishAndCheck,
-  joinTracked,
-  keepOutboxCopy,
-  OUTBOX_COPY,
-  outboxPosition,
-  startWorkload,
-  type ClientSpec,
-  type TrackedClient,
-} from './helpers/delivery.js';
-import { nextEvent, startServer, TestClient, type TestServer } from './helpers/server.js';
+import { backends, createAppRole, terminateBackends, waitUntil } from '../harness/backends.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
+import { committedIds, keepOutboxCopy, OUTBOX_COPY } from '../harness/delivery/outbox.js';
+import type { ClientSpec, TrackedClient } from '../harness/delivery/tracked.js';
+import { startWorkload } from '../harness/delivery/writers.js';
+import { outboxPosition } from '../lib/outbox.js';
+import { waitForListenBackend } from './helpers/backends.js';
+import { finishAndCheck, joinTracked } from './helpers/delivery.js';
+import { nextEvent, startServer, type TestServer } from './helpers/server.js';
 
 /** Clients of both environments, with and without filters, spread over the two instances. */
 const ON_A: readonly ClientSpec[] = [

@@ -7,8 +7,13 @@
 // replays another one).
 import type pg from 'pg';
 import t, { type Test } from 'tap';
-import { createTestDatabase } from './helpers/db.js';
-import { assertDelivered, checkDelivery, joinTracked, outboxPosition, readOutbox, settle, type ClientSpec, type WriterMap } from './helpers/delivery.js';
+import { createTestDatabase } from '../harness/db.js';
+import { checkDelivery } from '../harness/delivery/check.js';
+import { readOutbox } from '../harness/delivery/outbox.js';
+import { settle, type ClientSpec } from '../harness/delivery/tracked.js';
+import type { WriterMap } from '../harness/delivery/writers.js';
+import { outboxPosition } from '../lib/outbox.js';
+import { assertDelivered, joinTracked } from './helpers/delivery.js';
 import { startServer } from './helpers/server.js';
 
 const SEED = Number(process.env.ISOLATION_SEED ?? 20_261_128);

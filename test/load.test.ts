@@ -2,8 +2,8 @@
 // process), one statement creating 1,000 tasks, and every client receives exactly those 1,000 events,
 // each once, in order. `npm run bench:load` runs the same with 5,000 clients and prints the figures.
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
-import { runLoad } from './helpers/load.js';
+import { createTestDatabase } from '../harness/db.js';
+import { runLoad } from '../harness/load.js';
 
 const CLIENTS = Number(process.env.LOAD_TEST_CLIENTS ?? 1000);
 const TASKS = 1000;

@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { applyReferenceSchema, createTestDatabase } from './helpers/db.js';
+import { applyReferenceSchema, createTestDatabase } from '../harness/db.js';
+import { migrate, migrationsDirectory, migrationState } from '../lib/migrate.js';
 import { ev, eventsOf } from './helpers/outbox.js';
 import { applyPrereleaseMigrations } from './helpers/prerelease.js';
-import { migrate, migrationsDirectory, migrationState } from '../lib/migrate.js';
 
 /**
  * The released migrations and their MD5 (postgrator's checksum): a database that ran one refuses
@@ -16,6 +16,7 @@ const RELEASED: Record<string, string> = {
   '002.do.tokens.sql': '7c53da785519f46e4425634e15b11bdc',
   '003.do.prune-horizon.sql': 'bb05eeedd05ea05b8d0da26b5a6e216b',
   '004.do.capture.sql': '4e9644229720a37d22a2d153ad258b5e',
+  '005.do.cursor-key.sql': 'e1d14899ec7a5689e5cd199d99c709da',
 };
 
 t.test('released migration files never change', async (t) => {
@@ -32,8 +33,8 @@ t.test('migrations apply twice and from two processes at once', async (t) => {
   await Promise.all([migrate(db.pool), migrate(db.pool), migrate(db.pool)]);
   await migrate(db.pool);
   const { rows } = await db.pool.query('SELECT version FROM task_events.schemaversion WHERE version > 0 ORDER BY version');
-  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4]);
-  t.strictSame(await migrationState(db.pool), { applied: [1, 2, 3, 4], pending: [], foreign: [] });
+  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4, 5]);
+  t.strictSame(await migrationState(db.pool), { applied: [1, 2, 3, 4, 5], pending: [], foreign: [] });
 });
 
 t.test('a database with the 0.x pre-release migrations is refused with the fix, and the fix works', async (t) => {

@@ -3,9 +3,9 @@
 // errors; and the event_types filter for v1 and v2.
 import t, { type Test } from 'tap';
 import WebSocket from 'ws';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
 import { startServer, TestClient, type TestServer } from './helpers/server.js';
-import { Conditions } from './helpers/conditions.js';
+import { Conditions } from '../harness/conditions.js';
 
 interface V2Event { task_id: number; object_class_id: number; event: string; timestamp: string }
 type Frame = { type: 'ready' | 'cursor'; cursor: string } | { type: 'events'; events: V2Event[]; cursor: string } | { type: 'error'; error_code: string; detail: string };
@@ -202,9 +202,11 @@ t.test('a cursor older than the outbox keeps: ERR_CURSOR_EXPIRED', async (t) => 
   const cursor = client.cursor;
   await client.close();
   await insertTasks(db, 1);
-  await server.app.taskEvents.prune(); // a mark
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  await server.app.taskEvents.prune(); // rows below that mark go
+  // The pruner's mark of a round a retention ago, above every transaction of the cursor's (as
+  // prune() writes it, but not held back by other tests' open transactions: the mark is the
+  // server's oldest running transaction): rows below it may be gone.
+  await db.pool.query(`INSERT INTO task_events.prune_horizon (taken_at, oldest_running) VALUES (now() - interval '1 hour', pg_current_xact_id())`);
+  await server.app.taskEvents.prune();
   const expired = await v2(t, server, { cursor });
   await expired.waitFor(() => expired.closed !== null, 'close');
   t.match(expired.frames, [{ type: 'error', error_code: 'ERR_CURSOR_EXPIRED' }]);
@@ -263,3 +265,47 @@ t.test('event_types filters v1 and v2; an unknown name is ERR_INVALID_EVENT_TYPE
   }
 });
 
+
+t.test('the seam under load: clients dropping and resuming while writes go on get every event exactly once', async (t) => {
+  const db = await createTestDatabase(t);
+  const server = await startServer(t, db, { messageTime: 40, messageLimit: 7 });
+  const clientCount = 8;
+  // Each logical client: its events across connections, and its last cursor.
+  const clients = await Promise.all(Array.from({ length: clientCount }, async () => {
+    const first = await v2(t, server);
+    await first.waitFor(() => first.frames.length >= 1, 'ready');
+    return { connection: first, received: [] as number[], cursor: first.cursor, resumes: 0 };
+  }));
+  const collect = (client: (typeof clients)[number]): void => {
+    client.received.push(...created(client.connection.events));
+    client.cursor = client.connection.cursor;
+  };
+  const written: number[] = [];
+  let writing = true;
+  const writer = (async () => {
+    while (writing) {
+      written.push(...(await insertTasks(db, 1 + (written.length % 3))));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  const deadline = Date.now() + 3000;
+  await Promise.all(clients.map(async (client, index) => {
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 150 + ((index * 97) % 250)));
+      client.connection.socket.terminate(); // abruptly: no close handshake
+      collect(client);
+      client.connection = await v2(t, server, { cursor: client.cursor });
+      client.resumes++;
+    }
+  }));
+  writing = false;
+  await writer;
+  await Promise.all(clients.map((client) => client.connection.waitFor(
+    () => client.received.length + created(client.connection.events).length >= written.length, 'every event', 20_000)));
+  for (const [index, client] of clients.entries()) {
+    collect(client);
+    t.equal(new Set(client.received).size, client.received.length, `client ${index}: no duplicate (${client.resumes} resumes)`);
+    t.strictSame([...client.received].sort((a, b) => a - b), [...written].sort((a, b) => a - b), `client ${index}: every event`);
+  }
+  t.ok(clients.every((client) => client.resumes >= 5), 'each client resumed several times');
+});

@@ -5,10 +5,12 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import t, { type Test } from 'tap';
+import { createAppRole, terminateBackends } from '../harness/backends.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase } from '../harness/db.js';
 import taskEvents from '../lib/index.js';
-import { createAppRole, terminateBackends, withApplicationName } from './helpers/backends.js';
-import { createTestDatabase } from './helpers/db.js';
-import { nextEvent, TestClient } from './helpers/server.js';
+import { withApplicationName } from './helpers/backends.js';
+import { nextEvent } from './helpers/server.js';
 
 /** A Fastify app whose log lines (parsed) are kept. */
 function appWithLog(): { app: FastifyInstance; lines: Array<Record<string, unknown>> } {
@@ -106,13 +108,22 @@ t.test('the LISTEN connection uses the pool\'s own settings: a pool of separate 
   // The embedded PostgreSQL asks every TCP connection for a password (the suite's service may not).
   const { startEmbeddedPostgres } = await import('../example/embedded.js');
   const embedded = await startEmbeddedPostgres({ persistent: false });
-  t.teardown(() => embedded.stop());
   const server = new URL(embedded.url);
   const admin = new pg.Pool({ connectionString: embedded.url });
-  t.teardown(() => admin.end());
+  const pool = new pg.Pool({ host: server.hostname, port: Number(server.port), user: 'crm_app', password: 'app-secret', database: 'postgres' });
+  // as a host app would: an idle client's error is logged, not fatal
+  for (const each of [admin, pool]) each.on('error', () => {});
+  const app = Fastify({ logger: false });
+  // one teardown, in order: the app, its pool, ours, then the server
+  t.teardown(async () => {
+    await app.close().catch((error) => t.comment(`app.close: ${error}`));
+    await pool.end().catch(() => {});
+    await admin.end().catch(() => {});
+    await embedded.stop();
+  });
   const { migrate } = await import('../lib/migrate.js');
   const { grant } = await import('../lib/privileges.js');
-  const { applyReferenceSchema } = await import('./helpers/db.js');
+  const { applyReferenceSchema } = await import('../harness/db.js');
   await migrate(admin);
   await applyReferenceSchema(admin);
   await admin.query(`CREATE ROLE crm_app LOGIN PASSWORD 'app-secret'`);
@@ -120,12 +131,6 @@ t.test('the LISTEN connection uses the pool\'s own settings: a pool of separate 
   await t.rejects(new pg.Pool({ host: server.hostname, port: Number(server.port), user: 'crm_app', password: 'wrong', database: 'postgres' }).query('SELECT 1'),
     /password authentication failed/, 'the server asks for the password');
 
-  const pool = new pg.Pool({ host: server.hostname, port: Number(server.port), user: 'crm_app', password: 'app-secret', database: 'postgres' });
-  const app = Fastify({ logger: false });
-  t.teardown(async () => {
-    await app.close();
-    await pool.end();
-  });
   await app.register(taskEvents, { pool, rateLimit: false, messageTime: 50 });
   const warnings: Error[] = [];
   app.taskEvents.events.on('warning', (error: Error) => warnings.push(error));

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
+import { createTestDatabase } from '../harness/db.js';
 import { startServer } from './helpers/server.js';
 
 const rows = (count: number): string =>

@@ -8,9 +8,10 @@ import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
 import taskEvents, { ERRORS } from '../lib/index.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { startServer, TestClient, type TestServer } from './helpers/server.js';
+import { startServer, type TestServer } from './helpers/server.js';
 
 /** True while the token has not been spent (only its hash is stored). */
 async function unspent(db: TestDatabase, token: string): Promise<boolean> {

@@ -3,10 +3,11 @@
 // `authenticate` throws) is refused with HTTP 500, leaves no socket, and the server carries on.
 import { connect as connectTcp } from 'node:net';
 import t from 'tap';
-import { backends, createAppRole, terminateBackends, waitForListenBackend, waitUntil, watchForCrash, withApplicationName } from './helpers/backends.js';
-import { createTestDatabase, type TestDatabase } from './helpers/db.js';
-import { PluginProcess } from './helpers/plugin-child.js';
-import { nextEvent, startServer, TestClient, type TestServer } from './helpers/server.js';
+import { backends, createAppRole, terminateBackends, waitUntil } from '../harness/backends.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase, type TestDatabase } from '../harness/db.js';
+import { waitForListenBackend, watchForCrash, withApplicationName } from './helpers/backends.js';
+import { nextEvent, startServer, startServerProcess, type TestServer } from './helpers/server.js';
 
 /** Waits until the plugin has read at least `count` events from the outbox. */
 async function waitForEventsReceived(server: TestServer, count: number): Promise<void> {
@@ -85,7 +86,7 @@ t.test('after its connections were terminated again and again, close() leaves no
   const db = await createTestDatabase(t);
   await role.grant(db);
   const applicationName = 'te_shutdown_after_faults';
-  const child = await PluginProcess.start(t, role.url(db, applicationName));
+  const child = await startServerProcess(t, role.url(db, applicationName));
   await waitForListenBackend(db, applicationName);
 
   // Back to back for two seconds: every backend of the app's user goes the moment it appears, so

@@ -1,7 +1,8 @@
 import t from 'tap';
 import type { Socket } from 'node:net';
-import { createTestDatabase } from './helpers/db.js';
-import { nextEvent, startServer, TestClient } from './helpers/server.js';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase } from '../harness/db.js';
+import { nextEvent, startServer } from './helpers/server.js';
 
 t.test('a client that stops reading is closed with 1013; the others of its group are not delayed', async (t) => {
   const db = await createTestDatabase(t);

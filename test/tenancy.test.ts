@@ -4,10 +4,14 @@
 // what was just written) holds the handshake open between the outbox position and the join.
 import Fastify from 'fastify';
 import t from 'tap';
+import { TestClient } from '../harness/client.js';
+import { createTestDatabase } from '../harness/db.js';
+import { checkDelivery } from '../harness/delivery/check.js';
+import { readOutbox } from '../harness/delivery/outbox.js';
+import { settle, track } from '../harness/delivery/tracked.js';
 import taskEvents from '../lib/index.js';
-import { createTestDatabase } from './helpers/db.js';
-import { checkDelivery, assertDelivered, readOutbox, settle, track } from './helpers/delivery.js';
-import { nextEvent, TestClient } from './helpers/server.js';
+import { assertDelivered } from './helpers/delivery.js';
+import { nextEvent } from './helpers/server.js';
 
 t.test("events of other tenants read during a client's handshake never reach it", async (t) => {
   const db = await createTestDatabase(t);

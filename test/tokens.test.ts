@@ -2,8 +2,8 @@
 import t from 'tap';
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from './helpers/db.js';
-import { TokenStore, isTokenShaped } from '../lib/tokens.js';
+import { createTestDatabase } from '../harness/db.js';
+import { isTokenShaped, TokenStore } from '../lib/tokens.js';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -1,11 +1,11 @@
-// The writes the mixed writers of test/helpers/delivery.ts do not make: multi-row statements
+// The writes the mixed writers of harness/delivery/writers.ts do not make: multi-row statements
 // (inserts of hundreds of tasks, updates and deletes of many), owners and assignees added and
 // removed in bulk, transactions rolled back whole, in part (a savepoint) or by an error, and
 // statements that change nothing an event is about. Like the mixed writers, it alone touches the
 // tasks it created, and records them in the shared WriterMap, so the checker can hold its rows to
 // its commit order.
 import type pg from 'pg';
-import type { WriterMap } from '../../test/helpers/delivery.js';
+import type { WriterMap } from '../../harness/delivery/writers.js';
 import { sleep, type Random } from './random.js';
 
 /** Where its tasks go: every class of both environments of the reference seed. */

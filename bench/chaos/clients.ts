@@ -1,52 +1,18 @@
 // The chaos run's clients: some stay for the whole run, the rest come and go at random (with and
 // without filters, some leaving politely, some dropping the connection); now and then thirty
 // connect at once (a reconnect storm), or one stops reading. Every client is checked with the
-// delivery checker of test/helpers/delivery.ts: one that left on purpose as soon as it has gone
+// delivery checker of harness/delivery/: one that left on purpose as soon as it has gone
 // (so its frames need not be kept), the others at the end of the run.
 import type pg from 'pg';
-import type { Test } from 'tap';
-import {
-  checkDelivery,
-  readOutbox,
-  track,
-  type ClientRecord,
-  type ClientReport,
-  type ClientSpec,
-  type OutboxRow,
-  type TrackedClient,
-  type WriterMap,
-} from '../../test/helpers/delivery.js';
-import { TestClient, type ReceivedEvent } from '../../test/helpers/server.js';
+import { TestClient } from '../../harness/client.js';
+import { checkDelivery, type ClientReport, type OutboxRow } from '../../harness/delivery/check.js';
+import { readOutbox } from '../../harness/delivery/outbox.js';
+import { track, waitForOwed, type ClientSpec, type TrackedClient } from '../../harness/delivery/tracked.js';
+import type { WriterMap } from '../../harness/delivery/writers.js';
+import type { ServerProcess } from '../../harness/server-process.js';
+import { NO_TEARDOWN } from '../../harness/teardown.js';
 import { sleep, type Random } from './random.js';
-import type { ServerProcess } from './server-process.js';
-
-type Subscription = Omit<ClientSpec, 'name'>;
-
-/** The clients that stay connected for the whole run. */
-export const LONG_LIVED: readonly ClientSpec[] = [
-  { name: 'acme', environmentId: 1, objectClassIds: null },
-  { name: 'acme [1]', environmentId: 1, objectClassIds: [1] },
-  { name: 'acme [2,3]', environmentId: 1, objectClassIds: [2, 3] },
-  { name: 'globex', environmentId: 2, objectClassIds: null },
-];
-
-/** What the clients that come and go subscribe to; the last two name another tenant's class. */
-const CHURNING: readonly Subscription[] = [
-  { environmentId: 1, objectClassIds: null },
-  { environmentId: 1, objectClassIds: null },
-  { environmentId: 1, objectClassIds: [1] },
-  { environmentId: 1, objectClassIds: [2, 3] },
-  { environmentId: 1, objectClassIds: [3] },
-  { environmentId: 1, objectClassIds: [1, 2, 3] },
-  { environmentId: 2, objectClassIds: null },
-  { environmentId: 2, objectClassIds: [4] },
-  { environmentId: 1, objectClassIds: [4] },
-  { environmentId: 2, objectClassIds: [1] },
-];
-
-/** How a client leaves: after taking what it is owed, with a close or by dropping the socket; or at once. */
-type Leave = 'close' | 'drop' | 'abrupt';
-const LEAVES: readonly Leave[] = ['close', 'close', 'close', 'close', 'close', 'drop', 'abrupt'];
+import { CHURNING, label, LEAVES, LONG_LIVED, type Leave, type Subscription } from './subscriptions.js';
 
 /** How long a client that left on purpose may wait for what was committed before it left. */
 const DRAIN_TIMEOUT = 60_000;
@@ -56,12 +22,6 @@ const STALL_MIN = 25_000;
 
 /** Rows this far below a leaving client's start are read too, so an early event is named early. */
 const EARLY_WINDOW = 2000;
-
-/**
- * TestClient.connect registers a teardown per socket. The run closes its own sockets, and a list of
- * teardowns would keep every client (and its frames) alive until the end.
- */
-const NO_TEARDOWN = { teardown: () => {} } as unknown as Test;
 
 /** A client of the run. */
 export interface ChaosClient {
@@ -76,15 +36,6 @@ export interface CheckedClient {
   ending: string;
   report: ClientReport;
 }
-
-const label = (spec: Subscription): string =>
-  `${spec.environmentId === 1 ? 'acme' : 'globex'}${spec.objectClassIds ? ` [${spec.objectClassIds.join(',')}]` : ''}`;
-
-const keyOf = (taskId: number, event: string, timestamp: string): string => `${taskId}|${event}|${timestamp}`;
-
-const isFor = (spec: Subscription, row: OutboxRow): boolean =>
-  row.environmentId === spec.environmentId &&
-  (spec.objectClassIds === null || (row.objectClassId !== null && spec.objectClassIds.includes(row.objectClassId)));
 
 /** What the population needs from the run. */
 export interface PopulationContext {
@@ -281,7 +232,7 @@ export class Population {
       const start = record().start as { before: number; after: number };
       const committed = await readOutbox(this.#context.pool, start.before);
       owedOnly = new Set(committed.map((row) => row.id));
-      if (!(await this.#drain(socketClient, record(), committed))) {
+      if (!(await waitForOwed(client.tracked, committed, DRAIN_TIMEOUT))) {
         this.counts.drainTimeouts++;
         this.#context.log(`! ${record().name}: not everything committed before it left arrived within ${DRAIN_TIMEOUT / 1000} s`);
       }
@@ -294,37 +245,6 @@ export class Population {
     }
     this.counts.left++;
     await this.#check(client, `left (${how})`, owedOnly);
-  }
-
-  /**
-   * Waits until the client has every row of `committed` it is owed. As the checker does, its
-   * position is its lowest row received, kept within its handshake's bracket.
-   */
-  async #drain(client: TestClient, record: ClientRecord, committed: readonly OutboxRow[]): Promise<boolean> {
-    const { before, after } = record.start as { before: number; after: number };
-    const mine = committed.filter((row) => isFor(record, row));
-    const byKey = new Map(mine.map((row) => [keyOf(row.taskId, row.event, row.timestamp), row]));
-    const received = new Set<number>();
-    let lowest = Infinity;
-    let scanned = 0;
-    const done = (): boolean => {
-      for (; scanned < client.frames.length; scanned++) {
-        const frame = client.frames[scanned];
-        if (!Array.isArray(frame)) continue;
-        for (const event of frame as ReceivedEvent[]) {
-          const row = byKey.get(keyOf(event.task_id, event.event, event.timestamp));
-          if (!row) continue;
-          received.add(row.id);
-          lowest = Math.min(lowest, row.id);
-        }
-      }
-      const position = Math.min(Math.max(lowest - 1, before), after);
-      return client.closed !== null || mine.every((row) => row.id <= position || received.has(row.id));
-    };
-    return client.waitFor(done, 'the events committed before leaving', DRAIN_TIMEOUT).then(
-      () => true,
-      () => false,
-    );
   }
 
   /** Checks a client that is gone, against the rows committed by now; its frames can then go. */

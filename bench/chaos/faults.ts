@@ -1,13 +1,13 @@
 // Faults on a schedule, from outside the app, only ever on the chaos run's own database and the
-// app's own role (test/helpers/backends.ts): every backend of the app terminated every 20–40 s,
+// app's own role (harness/backends.ts): every backend of the app terminated every 20–40 s,
 // and every few minutes the app locked out (its role NOLOGIN, its backends terminated) for
 // 10–15 s while the writers, another role, write on.
-import type { Test } from 'tap';
-import { backends, terminateBackends, waitUntil, type AppRole } from '../../test/helpers/backends.js';
-import type { TestDatabase } from '../../test/helpers/db.js';
-import { TestClient } from '../../test/helpers/server.js';
+import { backends, terminateBackends, waitUntil, type AppRole } from '../../harness/backends.js';
+import { TestClient } from '../../harness/client.js';
+import type { TestDatabase } from '../../harness/db.js';
+import type { ServerProcess } from '../../harness/server-process.js';
+import { NO_TEARDOWN } from '../../harness/teardown.js';
 import { sleep, type Random } from './random.js';
-import type { ServerProcess } from './server-process.js';
 
 /** One fault, for the log and the result file. */
 export interface FaultRecord {
@@ -29,8 +29,6 @@ export interface FaultContext {
   duration: number;
   log: (text: string) => void;
 }
-
-const NO_TEARDOWN = { teardown: () => {} } as unknown as Test;
 
 /** A fault's effects on handshakes linger a little while the app reconnects. */
 const AFTERMATH = 5;
@@ -136,8 +134,7 @@ export class Faults {
 
   /** A handshake with a token minted earlier: its HTTP status (101 when it opened). */
   async #handshake(token: string): Promise<number | string> {
-    const url = await this.#context.server.endpoint(1, null, token);
-    return TestClient.connect(NO_TEARDOWN, url).then(
+    return TestClient.connect(NO_TEARDOWN, this.#context.server.url(token)).then(
       (client) => {
         client.socket.terminate();
         return 101;

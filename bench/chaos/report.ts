@@ -1,11 +1,12 @@
 // What a chaos run prints and keeps: the delivery summary over every client, the server's memory
 // over time (a table and a sparkline).
-import { formatReport, PROBLEMS, type ClientReport, type Problem } from '../../test/helpers/delivery.js';
+import { PROBLEMS, type ClientReport, type Problem } from '../../harness/delivery/check.js';
+import { formatReport } from '../../harness/delivery/report.js';
+import type { PluginStats } from '../../harness/lines.js';
 import type { CheckedClient } from './clients.js';
-import type { ServerSample } from './server.js';
 
 /** A memory sample of the server, with when it was taken and what the faults were doing. */
-export interface MemorySample extends ServerSample {
+export interface MemorySample extends PluginStats {
   /** Seconds since the start of the run. */
   at: number;
   phase: string;

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import WebSocket from 'ws';
-import { Conditions } from '../helpers/conditions.js';
+import { Conditions } from '../../harness/conditions.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -102,6 +102,8 @@ const TSCONFIG = {
 const TYPED_TS = `import Fastify from 'fastify';
 import pg from 'pg';
 import taskEvents, { attach, HostErrors, migrate, type AttachOptions, type TaskEventsOptions } from 'fastify-task-events';
+import { createTaskEventsClient, type TaskEvent } from 'fastify-task-events/client';
+import WebSocket from 'ws';
 
 const pool = new pg.Pool({ host: '127.0.0.1', port: 5432, user: 'crm_app', password: 'secret', database: 'crm' });
 const app = Fastify({ logger: true });
@@ -120,6 +122,9 @@ try {
   if (error instanceof HostErrors.NOT_MIGRATED) app.log.error({ code: error.code }, 'run the migrations');
 }
 const code: string = new HostErrors.PRIVILEGES('crm_app', 'USAGE', 'crm_app').code;
+const client = createTaskEventsClient({ url: 'ws://127.0.0.1:3000/ws/events/tasks/', getToken: async () => uuid, WebSocket, eventTypes: ['task_created'] });
+client.on('events', (events: TaskEvent[], { cursor }) => console.log(events[0]?.task_id, cursor.length));
+client.close();
 console.log(uuid, stats, options, crm, applyMigrations, attachTables, code);
 `;
 
@@ -137,6 +142,8 @@ await app.register(taskEvents, {
 const BAD_LINE = BAD_TS.split('\n').findIndex((line) => line.includes("messageTime: 'fast'")) + 1;
 
 const CHECK_CJS = `const taskEvents = require('fastify-task-events');
+const client = require('fastify-task-events/client');
+if (typeof client.createTaskEventsClient !== 'function') throw new Error('createTaskEventsClient is ' + typeof client.createTaskEventsClient);
 if (typeof taskEvents.default !== 'function') throw new Error('default is ' + typeof taskEvents.default);
 if (typeof taskEvents.migrate !== 'function') throw new Error('migrate is ' + typeof taskEvents.migrate);
 console.log('ok');

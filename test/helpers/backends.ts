@@ -1,39 +1,17 @@
-// Faults from outside: the plugin's backends as pg_stat_activity shows them, terminating them, a
-// role of its own that can be locked out, and a writer that keeps writing meanwhile.
-import { randomBytes } from 'node:crypto';
+// The test-only side of faults from outside: the plugin's LISTEN backend, crashes caught before
+// they take the runner along, and a writer that keeps writing meanwhile. Backends, their
+// termination and the app's own role are in harness/backends.ts (the chaos run uses them too).
 import type pg from 'pg';
-import PG from 'pg';
 import type { Test } from 'tap';
-import { grant } from '../../lib/privileges.js';
-import { serverUrl, type TestDatabase } from './db.js';
+import { backends, waitUntil, type Backend } from '../../harness/backends.js';
+import { Conditions } from '../../harness/conditions.js';
+import type { TestDatabase } from '../../harness/db.js';
 
 /** `url` with `application_name` set, so the plugin's backends can be told from the test's own. */
 export function withApplicationName(url: string, applicationName: string): string {
   const parsed = new URL(url);
   parsed.searchParams.set('application_name', applicationName);
   return parsed.toString();
-}
-
-/** A backend of the test database, as pg_stat_activity shows it. */
-export interface Backend {
-  pid: number;
-  usename: string;
-  applicationName: string;
-  query: string;
-}
-
-/** Which backends: by application name, or by user (the app's own role). */
-export type BackendFilter = { applicationName: string } | { user: string };
-
-/** The client backends of `db` that match `filter` (never the querying connection itself). */
-export async function backends(db: TestDatabase, filter: BackendFilter): Promise<Backend[]> {
-  const [column, value] = 'user' in filter ? ['usename', filter.user] : ['application_name', filter.applicationName];
-  const { rows } = await db.pool.query<{ pid: number; usename: string; application_name: string; query: string }>(
-    `SELECT pid, usename, application_name, query FROM pg_stat_activity
-     WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND ${column} = $2`,
-    [db.name, value],
-  );
-  return rows.map((row) => ({ pid: row.pid, usename: row.usename, applicationName: row.application_name, query: row.query }));
 }
 
 /**
@@ -45,21 +23,11 @@ export async function listenBackend(db: TestDatabase, applicationName: string): 
   return all.find((backend) => /^\s*LISTEN\b/i.test(backend.query) || backend.query === 'SELECT pg_backend_pid()');
 }
 
-/**
- * Terminates the backends matching `filter`, in one statement; returns their pids. The targets are
- * chosen first (a MATERIALIZED CTE): in a plain WHERE the planner may call pg_terminate_backend
- * before the other conditions, on every backend of the server.
- */
-export async function terminateBackends(db: TestDatabase, filter: BackendFilter): Promise<number[]> {
-  const [column, value] = 'user' in filter ? ['usename', filter.user] : ['application_name', filter.applicationName];
-  const { rows } = await db.pool.query<{ pid: number }>(
-    `WITH targets AS MATERIALIZED (
-       SELECT pid FROM pg_stat_activity
-       WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND ${column} = $2)
-     SELECT pid FROM targets WHERE pg_terminate_backend(pid)`,
-    [db.name, value],
-  );
-  return rows.map((row) => row.pid);
+/** Waits until the plugin's LISTEN connection is up, and returns its backend. */
+export async function waitForListenBackend(db: TestDatabase, applicationName: string, timeout = 10_000): Promise<Backend> {
+  let found: Backend | undefined;
+  await waitUntil(async () => (found = await listenBackend(db, applicationName)) !== undefined, 'the LISTEN backend', timeout);
+  return found as Backend;
 }
 
 /** Errors that escaped to the process (an `'error'` event nobody listened to, a throw in a callback). */
@@ -96,67 +64,6 @@ export function watchForCrash(t: Test): CrashWatch {
   };
 }
 
-/** Polls `condition` until it holds; rejects after `timeout` ms naming `what`. */
-export async function waitUntil(condition: () => Promise<boolean> | boolean, what: string, timeout = 10_000, every = 25): Promise<void> {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, every));
-  }
-}
-
-/** Waits until the plugin's LISTEN connection is up, and returns its backend. */
-export async function waitForListenBackend(db: TestDatabase, applicationName: string, timeout = 10_000): Promise<Backend> {
-  let found: Backend | undefined;
-  await waitUntil(async () => (found = await listenBackend(db, applicationName)) !== undefined, 'the LISTEN backend', timeout);
-  return found as Backend;
-}
-
-/** A login role of its own for the plugin, so a test can lock it out (`NOLOGIN`) and kill its backends. */
-export interface AppRole {
-  name: string;
-  /** Grants what the plugin needs on `db`: exactly what `fastify-task-events grant` gives. */
-  grant(db: TestDatabase): Promise<void>;
-  /** A connection string to `db` as this role. */
-  url(db: TestDatabase, applicationName?: string): string;
-  /** `ALTER ROLE … LOGIN` / `NOLOGIN`. */
-  setLogin(allowed: boolean): Promise<void>;
-}
-
-/**
- * Creates the role on the test server and drops it when the test ends. Call it before
- * `createTestDatabase`: teardowns run last-in first-out, and the role can only be dropped once the
- * database holding its grants is gone. It has a password, for servers that ask for one.
- */
-export async function createAppRole(t: Test): Promise<AppRole> {
-  const name = `te_app_${randomBytes(5).toString('hex')}`;
-  const password = randomBytes(8).toString('hex');
-  const admin = async (sql: string): Promise<void> => {
-    const client = new PG.Client({ connectionString: serverUrl() });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  await admin(`CREATE ROLE ${name} LOGIN PASSWORD '${password}'`);
-  t.teardown(() => admin(`DROP ROLE IF EXISTS ${name}`));
-  return {
-    name,
-    grant: (db) => grant(db.pool, name),
-    url: (db, applicationName) => {
-      const url = new URL(db.url);
-      url.username = name;
-      url.password = password;
-      if (applicationName) url.searchParams.set('application_name', applicationName);
-      return url.toString();
-    },
-    setLogin: (allowed) => admin(`ALTER ROLE ${name} ${allowed ? 'LOGIN' : 'NOLOGIN'}`),
-  };
-}
-
 /** Writes task events from the test's own connection, one statement at a time, until stopped. */
 export interface Writer {
   /** Statements committed so far. */
@@ -175,7 +82,7 @@ export interface Writer {
 export function startWriter(t: Test, pool: pg.Pool, environmentId = 1, objectClassId = environmentId === 1 ? 1 : 4): Writer {
   let count = 0;
   let stopped = false;
-  const waiters = new Set<() => void>();
+  const conditions = new Conditions();
   const loop = (async () => {
     const client = await pool.connect();
     try {
@@ -189,7 +96,7 @@ export function startWriter(t: Test, pool: pg.Pool, environmentId = 1, objectCla
           await client.query(`UPDATE tasks SET status = 'done' WHERE id = $1`, [rows[0]?.id]);
           count++;
         }
-        for (const wake of [...waiters]) wake();
+        conditions.check();
       }
     } finally {
       client.release();
@@ -206,20 +113,7 @@ export function startWriter(t: Test, pool: pg.Pool, environmentId = 1, objectCla
       return count;
     },
     waitForWrites: (target, timeout = 10_000) =>
-      new Promise<void>((resolve, reject) => {
-        const check = (): void => {
-          if (count < target) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`timed out after ${timeout} ms waiting for ${target} writes (have ${count})`));
-        }, timeout);
-        waiters.add(check);
-        check();
-      }),
+      conditions.waitFor(() => count >= target, `${target} writes`, timeout, () => `have ${count}`),
     stop: async () => {
       stopped = true;
       await loop;

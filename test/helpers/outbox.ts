@@ -1,6 +1,7 @@
 // Reading what the capture triggers wrote, and hearing the doorbell they ring.
 import pg from 'pg';
 import type { Test } from 'tap';
+import { Conditions } from '../../harness/conditions.js';
 
 /** One outbox row, as the tests compare it. */
 export interface CapturedEvent {
@@ -63,31 +64,18 @@ export async function listen(t: Test, url: string, channel = 'task_events'): Pro
   await client.connect();
   t.teardown(() => client.end());
   const received: pg.Notification[] = [];
-  const waiters = new Set<() => void>();
+  const conditions = new Conditions();
   client.on('notification', (notification) => {
     if (notification.channel !== channel) return;
     received.push(notification);
-    for (const wake of waiters) wake();
+    conditions.check();
   });
   await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
   const arm = async (): Promise<void> => void (await client.query('SELECT task_events.arm_doorbell()'));
   await arm();
 
   const waitFor = (condition: (received: pg.Notification[]) => boolean, timeoutMs = 5000): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!condition(received)) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`no matching notification on "${channel}" within ${timeoutMs} ms (received ${received.length})`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
+    conditions.waitFor(() => condition(received), `a matching notification on "${channel}"`, timeoutMs, () => `received ${received.length}`);
 
   let markers = 0;
   const drain = async (timeoutMs = 5000): Promise<pg.Notification[]> => {

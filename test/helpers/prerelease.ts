@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Postgrator from 'postgrator';
-import type { TestDatabase } from './db.js';
+import type { TestDatabase } from '../../harness/db.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/prerelease-migrations/', import.meta.url));
 

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Test } from 'tap';
-import { Conditions } from './conditions.js';
+import { Conditions } from '../../harness/conditions.js';
 
 /** One TCP connection to 127.0.0.1 that records every byte it receives and when it closed. */
 export class RawConnection {

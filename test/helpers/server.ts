@@ -1,10 +1,17 @@
-// A real server (the plugin on port 0) and real `ws` clients, with waits that have deadlines.
+// The plugin under test: in this process on port 0 (startServer), or in a process of its own
+// (startServerProcess) for what only a whole process shows; and waits on its events.
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Test } from 'tap';
-import WebSocket from 'ws';
 import taskEvents, { type TaskEventsOptions } from '../../lib/index.js';
-import { Conditions } from './conditions.js';
-import type { TestDatabase } from './db.js';
+import type { TestDatabase } from '../../harness/db.js';
+import type { PluginServerOptions, PluginStats } from '../../harness/lines.js';
+import { ServerProcess } from '../../harness/server-process.js';
+
+// The client moved to harness/client.ts; re-exported for test/example.test.ts, which imports it from here.
+export { TestClient, type ReceivedEvent } from '../../harness/client.js';
+
+/** What every test server runs with unless told otherwise: short messages, no rate limit. */
+const TEST_DEFAULTS = { messageTime: 100, rateLimit: false, pollInterval: 500 } as const;
 
 /** A running server of the plugin. */
 export interface TestServer {
@@ -24,7 +31,7 @@ export interface TestServer {
 export async function startServer(t: Test, db: TestDatabase, options: Partial<TaskEventsOptions> = {}): Promise<TestServer> {
   const app = Fastify({ logger: false });
   const connection = options.pool || options.connectionString ? {} : { connectionString: db.appUrl ?? db.url };
-  await app.register(taskEvents, { ...connection, messageTime: 100, rateLimit: false, pollInterval: 500, ...options });
+  await app.register(taskEvents, { ...connection, ...TEST_DEFAULTS, ...options });
   await app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => app.close());
   const address = app.server.address();
@@ -36,71 +43,12 @@ export async function startServer(t: Test, db: TestDatabase, options: Partial<Ta
   return { app, wsUrl, token, endpoint };
 }
 
-/** One event as the client receives it. */
-export interface ReceivedEvent {
-  task_id: number;
-  object_class_id: number;
-  event: string;
-  timestamp: string;
-}
-
-/** A `ws` client that records every frame and its close. */
-export class TestClient {
-  readonly socket: WebSocket;
-  /** Every text frame, parsed, in arrival order. */
-  readonly frames: unknown[] = [];
-  closed: { code: number; reason: string } | null = null;
-  readonly #conditions = new Conditions();
-
-  private constructor(socket: WebSocket) {
-    this.socket = socket;
-    socket.on('message', (data) => {
-      this.frames.push(JSON.parse(String(data)));
-      this.#conditions.check();
-    });
-    socket.on('close', (code, reason) => {
-      this.closed = { code, reason: String(reason) };
-      this.#conditions.check();
-    });
-  }
-
-  /** Opens a connection; resolves on `open` (the 101), rejects on an HTTP refusal. */
-  static connect(t: Test, url: string, options: WebSocket.ClientOptions = {}): Promise<TestClient> {
-    const socket = new WebSocket(url, options);
-    const client = new TestClient(socket);
-    t.teardown(() => socket.terminate());
-    return new Promise((resolve, reject) => {
-      socket.once('open', () => resolve(client));
-      socket.once('unexpected-response', (_request, response) => reject(Object.assign(new Error(`HTTP ${response.statusCode}`), { statusCode: response.statusCode })));
-      socket.once('error', reject);
-    });
-  }
-
-  /** Every event received so far, across messages, in order. */
-  get events(): ReceivedEvent[] {
-    return (this.frames.filter(Array.isArray) as ReceivedEvent[][]).flat();
-  }
-
-  /** Messages (arrays) received so far. */
-  get messages(): ReceivedEvent[][] {
-    return this.frames.filter(Array.isArray) as ReceivedEvent[][];
-  }
-
-  /** Resolves when `condition` holds; rejects after `timeout` ms with `what` in the message. */
-  waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
-    return this.#conditions.waitFor(condition, what, timeout, () => `frames: ${JSON.stringify(this.frames).slice(0, 500)}`);
-  }
-
-  /** Waits until `count` events have arrived. */
-  waitForEvents(count: number, timeout?: number): Promise<ReceivedEvent[]> {
-    return this.waitFor(() => this.events.length >= count, `${count} events (have ${this.events.length})`, timeout).then(() => this.events);
-  }
-
-  /** Waits for the close frame. */
-  async waitForClose(timeout?: number): Promise<{ code: number; reason: string }> {
-    await this.waitFor(() => this.closed !== null, 'close', timeout);
-    return this.closed as { code: number; reason: string };
-  }
+/**
+ * Starts the plugin in a child process (harness/plugin-server.ts) against `connectionString`, with
+ * the test defaults unless `options` says otherwise; killed, if still running, when the test ends.
+ */
+export function startServerProcess(t: Test, connectionString: string, options: PluginServerOptions['plugin'] = {}): Promise<ServerProcess<PluginStats>> {
+  return ServerProcess.startPlugin({ plugin: { connectionString, ...TEST_DEFAULTS, ...options } }, { timeout: 20_000, teardown: t });
 }
 
 /** Resolves with the first emission of `name` on `emitter` that satisfies `accept`. */

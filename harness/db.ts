@@ -1,9 +1,11 @@
-// A fresh database per test file, on the server named by TEST_DATABASE_URL (set by test/run.ts).
-import pg from 'pg';
+// A fresh database per test file (or chaos run), on the server named by TEST_DATABASE_URL (set by
+// test/run.ts, or by the chaos run), and what tests and benches write straight into it.
 import { randomBytes } from 'node:crypto';
-import type { Test } from 'tap';
-import { migrate } from '../../lib/migrate.js';
-import { grant } from '../../lib/privileges.js';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { migrate } from '../lib/migrate.js';
+import { grant } from '../lib/privileges.js';
+import type { Teardowns } from './teardown.js';
 
 /** The server every test file works on. */
 export function serverUrl(): string {
@@ -17,6 +19,17 @@ export function databaseUrl(database: string): string {
   const url = new URL(serverUrl());
   url.pathname = `/${database}`;
   return url.toString();
+}
+
+/** Runs one statement as the server's superuser, on its own connection. */
+export async function asAdmin(sql: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: serverUrl() });
+  await admin.connect();
+  try {
+    await admin.query(sql);
+  } finally {
+    await admin.end();
+  }
 }
 
 /** A database of its own for one test file */
@@ -33,22 +46,11 @@ export interface TestDatabase {
   pool: pg.Pool;
 }
 
-/** Runs one statement as the server's superuser, on its own connection. */
-async function asAdmin(sql: string): Promise<void> {
-  const admin = new pg.Client({ connectionString: serverUrl() });
-  await admin.connect();
-  try {
-    await admin.query(sql);
-  } finally {
-    await admin.end();
-  }
-}
-
 /**
  * Creates an empty database, applies our migrations and, unless `schema: false`, the reference
  * schema with `task_events.attach()`. Dropped when the test ends.
  */
-export async function createTestDatabase(t: Test, options: { schema?: boolean; migrate?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(t: Teardowns, options: { schema?: boolean; migrate?: boolean } = {}): Promise<TestDatabase> {
   const name = `task_events_test_${randomBytes(5).toString('hex')}`;
   await asAdmin(`CREATE DATABASE ${name}`);
 
@@ -81,8 +83,19 @@ async function createRuntimeRole(database: string, role: string, pool: pg.Pool):
 
 /** The example's reference schema and seed, with our triggers attached. */
 export async function applyReferenceSchema(pool: pg.Pool): Promise<void> {
-  const { readFile } = await import('node:fs/promises');
-  const sql = await readFile(new URL('../../example/schema.sql', import.meta.url), 'utf8');
+  const sql = await readFile(new URL('../example/schema.sql', import.meta.url), 'utf8');
   await pool.query(sql);
   await pool.query('SELECT task_events.attach()');
+}
+
+/** Mints `count` tokens of alice (environment 1) in one statement; only their hashes are stored. */
+export async function issueTokens(pool: pg.Pool, count: number): Promise<string[]> {
+  const { rows } = await pool.query<{ token: string }>(
+    `WITH minted AS MATERIALIZED (SELECT gen_random_uuid()::text AS token FROM generate_series(1, $1::int)),
+     stored AS (INSERT INTO task_events.tokens (token_hash, environment_id, user_id, expires_at)
+                SELECT sha256(convert_to(token, 'UTF8')), 1, 1, now() + interval '30 minutes' FROM minted)
+     SELECT token FROM minted`,
+    [count],
+  );
+  return rows.map((row) => row.token);
 }
