@@ -40,6 +40,8 @@ export interface BacklogRequest {
   /** Sending pauses while more than half of this waits unsent (the slow-consumer bound). */
   maxBufferedBytes: number;
   encodeCursor: (cursor: Cursor) => string;
+  /** After each message: its events, its frame's bytes, the timestamp of its first event. */
+  onMessage?: (events: number, bytes: number, oldest: string) => void;
 }
 
 /** Sends the backlog; resolves with how many events went out (stops early when the socket closes). */
@@ -60,8 +62,10 @@ export async function sendBacklog(request: BacklogRequest): Promise<number> {
     const waiting = new EventBuffer();
     const send = (): void => {
       const { events, last } = waiting.takeMessage(messageLimit);
-      socket.send(eventsFrame(events, encodeCursor(cursorAfter(last, null))), { binary: false });
+      const frame = eventsFrame(events, encodeCursor(cursorAfter(last, null)));
+      socket.send(frame, { binary: false });
       sent += events.length;
+      request.onMessage?.(events.length, frame.length, (events[0] as { timestamp: string }).timestamp);
     };
     for (;;) {
       const { rows } = await client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_backlog`, rowMode: 'array' });

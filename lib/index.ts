@@ -188,6 +188,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
         messageLimit: options.messageLimit,
         maxBufferedBytes: options.maxBufferedBytes,
         encodeCursor: (cursor) => codec().encode(cursor),
+        onMessage: (count, bytes, oldest) => events.emit('flushed', { group: 'backlog', events: count, sockets: 1, bytes, oldest, backlog: true }),
       }).then(
         () => hub.unhold(socket),
         (error) => {

@@ -157,11 +157,11 @@ function feed(events: EventEmitter, metrics: Families): () => void {
       metrics.eventsRead.inc(count);
       metrics.readLag.observe(secondsSince(oldest));
     },
-    flushed: ({ sockets, bytes, oldest }: FlushedDetail) => {
+    flushed: ({ sockets, bytes, oldest, backlog }: FlushedDetail) => {
       if (sockets === 0) return;
       metrics.messagesSent.inc(sockets);
       metrics.bytesSent.inc(bytes * sockets);
-      metrics.deliveryLag.observe(secondsSince(oldest));
+      if (!backlog) metrics.deliveryLag.observe(secondsSince(oldest));
     },
     connected: () => {
       metrics.listenerConnected.set(1);

@@ -42,6 +42,8 @@ export interface FlushedDetail {
   bytes: number;
   /** The `timestamp` of its first event: a message is in timestamp order, so the oldest. */
   oldest: string;
+  /** A v2 resume's backlog message: counted as sent, not as delivery lag (its events are old by design). */
+  backlog?: boolean;
 }
 
 const REFUSALS: Readonly<Record<Exclude<ErrorCode, 'ERR_INCORRECT_URL' | 'RECEIVE_NOT_SUPPORTED'>, HandshakeOutcome>> = Object.freeze({

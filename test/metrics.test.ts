@@ -243,3 +243,37 @@ t.test('the dashboard and the README\'s alert rules name only metrics the plugin
   t.ok(rules.includes('alert:'), 'the section holds alert rules');
   t.same(namesIn(rules).filter((name) => !exported.has(name)), [], 'every name in the alert rules');
 });
+
+t.test('a resume\'s backlog counts as messages and bytes sent, not as delivery lag; an expired cursor counts as cursor_expired', async (t) => {
+  const db = await createTestDatabase(t);
+  const server = await startServer(t, db, { messageLimit: 10 });
+  const first = await openV2(t, await server.endpoint());
+  const cursor = first.first.cursor as string;
+  first.socket.close(1000);
+  await connectionsAre(server, 0);
+  await insertTasks(db, 25);
+  const before = await scrape(server.app.taskEvents.metrics);
+  const resumed = new WebSocket(await server.endpoint({ cursor }), ['task-events.v2']);
+  t.teardown(() => resumed.terminate());
+  const frames: Array<{ type: string; events?: unknown[] }> = [];
+  let bytes = 0;
+  resumed.on('message', (data: Buffer) => {
+    const frame = JSON.parse(String(data)) as { type: string; events?: unknown[] };
+    frames.push(frame);
+    if (frame.type === 'events') bytes += data.length;
+  });
+  await waitUntil(() => frames.flatMap((frame) => frame.events ?? []).length >= 25, 'the backlog');
+  const after = await scrape(server.app.taskEvents.metrics);
+  t.same(deltas(before, after, ['task_events_messages_sent_total', 'task_events_bytes_sent_total', 'task_events_delivery_lag_seconds_count']), {
+    task_events_messages_sent_total: 3, task_events_bytes_sent_total: bytes, task_events_delivery_lag_seconds_count: 0,
+  });
+
+  // a pruning mark a retention ago above the cursor's transactions: the cursor has expired
+  await db.pool.query(`INSERT INTO task_events.prune_horizon (taken_at, oldest_running) VALUES (now() - interval '2 days', pg_current_xact_id())`);
+  const expired = await openV2(t, await server.endpoint({ cursor }));
+  t.equal(expired.first.error_code, 'ERR_CURSOR_EXPIRED');
+  const last = await scrape(server.app.taskEvents.metrics);
+  t.same(deltas(after, last, [outcome('cursor_expired'), 'task_events_resumes_total{outcome="expired"}']), {
+    [outcome('cursor_expired')]: 1, 'task_events_resumes_total{outcome="expired"}': 1,
+  });
+});
