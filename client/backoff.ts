@@ -12,6 +12,15 @@ export const RATE_LIMIT_DELAY = 5_000;
 /** A connection that stayed open this long (ms) was stable: the next loss starts the backoff over. */
 export const STABLE_AFTER = 10_000;
 
+/** An attempt with no `ready` after this many milliseconds is given up (and retried). */
+export const READY_WITHIN = 30_000;
+
+/**
+ * An open connection with no frame for this many milliseconds is taken for half-open (the server
+ * sends an idle v2 client a cursor frame at least every 30 s) and replaced.
+ */
+export const SILENT_AFTER = 75_000;
+
 /**
  * Full-jitter exponential backoff: attempt `n` (0-based) waits a uniform random time in
  * [0, min(MAX_DELAY, BASE_DELAY · 2ⁿ)). Full jitter spreads the clients of a restarted server

@@ -1,6 +1,6 @@
 // `fastify-task-events/client`: a protocol v2 client for browsers and Node. No Node built-ins and
 // nothing imported from outside client/: it ships to browsers as it is.
-import { backoffDelay, rateLimitDelay, STABLE_AFTER } from './backoff.js';
+import { backoffDelay, rateLimitDelay, READY_WITHIN, SILENT_AFTER, STABLE_AFTER } from './backoff.js';
 import { Emitter, rethrowLater } from './emitter.js';
 import { bufferedIterator } from './iterator.js';
 import {
@@ -39,6 +39,8 @@ export class TaskEventsClient extends Emitter<ClientEvents> implements AsyncIter
   #cursor: string | undefined;
   #socket: WebSocketLike | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Drops a connection that says nothing for too long (see READY_WITHIN, SILENT_AFTER). */
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
   /** The backoff step of the next wait. */
   #attempt = 0;
   /** ERR_INVALID_UUID answers since the last `ready`. */
@@ -114,6 +116,7 @@ export class TaskEventsClient extends Emitter<ClientEvents> implements AsyncIter
       return this.#fail('ERR_INVALID_OPTION', 'fastify-task-events/client: option `url` does not give a WebSocket URL', error);
     }
     this.#socket = socket;
+    this.#watch(READY_WITHIN);
     socket.onopen = () => {
       if (socket.protocol !== PROTOCOL) this.#fail('ERR_PROTOCOL_NOT_SELECTED', `the server did not select ${PROTOCOL} (a v1-only server?)`);
     };
@@ -122,11 +125,18 @@ export class TaskEventsClient extends Emitter<ClientEvents> implements AsyncIter
     socket.onclose = (event) => this.#lost({ reason: 'closed', code: event.code });
   }
 
+  #watch(ms: number): void {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = setTimeout(() => this.#lost({ reason: 'silent' }), ms);
+  }
+
   #receive(data: unknown): void {
+    if (this.#readyAt) this.#watch(SILENT_AFTER);
     const frame = parseFrame(data);
     if (!frame) return this.#lost({ reason: 'protocol' });
     switch (frame.type) {
       case 'ready':
+        this.#watch(SILENT_AFTER);
         this.#readyAt = Date.now();
         this.#invalidTokens = 0;
         this.#advance(frame.cursor);
@@ -173,6 +183,7 @@ export class TaskEventsClient extends Emitter<ClientEvents> implements AsyncIter
 
   /** Detaches and closes the current socket, if any; a loss after a stable connection resets the backoff. */
   #drop(): void {
+    clearTimeout(this.#watchdog);
     const socket = this.#socket;
     if (!socket) return;
     this.#socket = undefined;

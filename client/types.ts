@@ -66,9 +66,11 @@ export interface RetryInfo {
    * What went wrong: the server's error code; 'closed': the connection closed (`code`);
    * 'error': the socket failed, e.g. on a refused upgrade or the network (`error`: the
    * implementation's error event); 'token': `getToken` failed (`error`: what it threw);
-   * 'protocol': a frame the client could not read.
+   * 'protocol': a frame the client could not read; 'silent': no `ready` within 30 s of an attempt,
+   * or no frame for 75 s on an open connection (the server sends at least a cursor frame every
+   * 30 s), so a half-open connection is dropped.
    */
-  reason: ServerErrorCode | 'closed' | 'error' | 'token' | 'protocol';
+  reason: ServerErrorCode | 'closed' | 'error' | 'token' | 'protocol' | 'silent';
   /** The close code, for 'closed'. */
   code?: number;
   /** The error, for 'error' and 'token'. */

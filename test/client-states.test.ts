@@ -343,3 +343,24 @@ t.test('close() stops everything: the pending wait, a pending getToken, the sock
   await turn();
   t.same(await never[Symbol.asyncIterator]().next(), { done: true, value: undefined }, 'an iterator of a closed client ends at once');
 });
+
+t.test('a silent connection is dropped and resumed: no ready within 30 s, or no frame for 75 s once open', async (t) => {
+  const h = await start(t);
+  h.socket().open(); // a 101, then nothing
+  await h.tick(29_999);
+  t.equal(h.sockets.length, 1, 'still waiting for ready');
+  await h.tick(1);
+  t.match(h.retries.at(-1), { reason: 'silent' }, 'given up after 30 s');
+  await h.tick(h.retries.at(-1)?.delay ?? 0);
+  t.equal(h.sockets.length, 2, 'a new attempt');
+  h.socket().ready('c0');
+  await h.tick(74_000);
+  h.socket().send({ type: 'cursor', cursor: 'c1' }); // a frame resets the watch
+  await h.tick(74_000);
+  t.equal(h.sockets.length, 2, 'frames keep it alive');
+  await h.tick(1000);
+  t.match(h.retries.at(-1), { reason: 'silent' }, 'no frame for 75 s: dropped');
+  t.equal(h.sockets[1]?.closedWith, 1000);
+  await h.tick(h.retries.at(-1)?.delay ?? 0);
+  t.equal(h.socket().query.get('cursor'), 'c1', 'resumed from its last cursor');
+});
