@@ -44,6 +44,9 @@ const task = {
     created_at: { type: 'string', format: 'date-time' }, updated_at: { type: 'string', format: 'date-time' },
   },
 } as const;
+/** An object class or a user, as the list routes answer them (never a user's API key). */
+const named = { type: 'object', properties: { id: { type: 'integer' }, name: { type: 'string' } } } as const;
+
 // Every statement is fixed text with parameters; $1/$2 order is noted where it is not obvious.
 /**
  * Adding a user to, and removing one from, a task's owners or assignees: $1 task, $2 user, $3
@@ -96,6 +99,12 @@ const TASK_SQL = {
   assignees: membershipSql('task_assignees'),
 } as const;
 
+/** $1 environment. */
+const LIST_SQL = {
+  objectClasses: 'SELECT id, name FROM object_classes WHERE environment_id = $1 ORDER BY id',
+  users: 'SELECT id, name FROM users WHERE environment_id = $1 ORDER BY id',
+} as const;
+
 const API_KEY = /^Token\s+(\S+)\s*$/i;
 
 class HttpError extends Error {
@@ -115,6 +124,8 @@ function toTask(row: TaskRow) {
     assignees: row.assignees.map(Number),
   };
 }
+
+const toNamed = (row: { id: string; name: string }) => ({ id: Number(row.id), name: row.name });
 
 /** `body/name must be string`: the part of the request and the field, then what is wrong. */
 function validationMessage(error: FastifyError, request: FastifyRequest): string {
@@ -167,6 +178,21 @@ export async function api(app: FastifyInstance, { pool, issueToken }: ApiOptions
   }, async (request) => {
     const { environmentId, userId } = callerOf(request);
     return { uuid: await issueToken({ environmentId, userId }) };
+  });
+
+  // What a client needs to offer choices: the caller's environment's object classes and users.
+  app.get('/api/object-classes/', {
+    schema: { response: { 200: { type: 'object', properties: { object_classes: { type: 'array', items: named } } } } },
+  }, async (request) => {
+    const { rows } = await pool.query<{ id: string; name: string }>(LIST_SQL.objectClasses, [callerOf(request).environmentId]);
+    return { object_classes: rows.map(toNamed) };
+  });
+
+  app.get('/api/users/', {
+    schema: { response: { 200: { type: 'object', properties: { users: { type: 'array', items: named } } } } },
+  }, async (request) => {
+    const { rows } = await pool.query<{ id: string; name: string }>(LIST_SQL.users, [callerOf(request).environmentId]);
+    return { users: rows.map(toNamed) };
   });
 
   app.post<{ Body: { object_class_id: number; name: string; status: string; values: object } }>('/api/tasks/', {

@@ -7,6 +7,7 @@ import taskEvents, { migrate } from '../lib/index.js';
 import { api } from './api.js';
 import type { Config } from './config.js';
 import { operations } from './operations.js';
+import { page } from './page.js';
 
 const SCHEMA_FILE = new URL('./schema.sql', import.meta.url);
 
@@ -55,7 +56,7 @@ async function prepareDatabase(pool: pg.Pool, log: FastifyBaseLogger): Promise<v
 /**
  * Builds the example server, ready but not listening: migrations, reference schema and seed
  * applied (a restart keeps the data), the plugin at `/ws/events/tasks/`, the REST API under
- * `/api/`. `serverOptions` adds Fastify options (`SERVER_OPTIONS`: timeouts); closing the app ends its pool.
+ * `/api/`, the live page at `/`. `serverOptions` adds Fastify options (`SERVER_OPTIONS`: timeouts); closing the app ends its pool.
  */
 export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOptions<Server> = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -82,6 +83,8 @@ export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOpti
     await app.register(api, { pool, issueToken: (identity) => app.taskEvents.issueToken(identity) });
     // GET /metrics, /health/live and /health/ready
     await app.register(operations);
+    // GET /: the live page, built on the client
+    await app.register(page);
     await app.ready();
   } catch (error) {
     await app.close().catch(() => {});

@@ -126,6 +126,7 @@ t.test('the REST API', async (t) => {
       ['GET', '/api/users/ws-auth/'], ['POST', '/api/tasks/'], ['GET', '/api/tasks/'], ['GET', `/api/tasks/${acmeTask}/`],
       ['PATCH', `/api/tasks/${acmeTask}/`], ['DELETE', `/api/tasks/${acmeTask}/`],
       ['PUT', `/api/tasks/${acmeTask}/owners/1/`], ['DELETE', `/api/tasks/${acmeTask}/assignees/1/`],
+      ['GET', '/api/object-classes/'], ['GET', '/api/users/'],
     ];
     for (const headers of [{} as Record<string, string>, { authorization: 'Token wrong-key' }, { authorization: 'Bearer demo-key-1' }, { authorization: 'Token' }]) {
       for (const [method, url] of routes) {
