@@ -1,12 +1,14 @@
-// `npm run chaos`: the plugin under chaos for a given time — clients connecting and leaving,
-// writers on several connections, faults on a schedule — then every client checked with the
-// delivery checker of harness/delivery/. Prints lost / duplicated / out-of-order counts and
-// the server's memory over time; writes the result to bench/results/. Exit code 0 only when every
-// count is zero, no client was dropped and the server never crashed. Not part of `npm test`.
+// `npm run chaos`: the plugin under chaos for a given time — two instances on one database, each
+// restarted now and then (SIGTERM, a deploy; SIGKILL, a crash); v1 clients connecting and leaving;
+// clients of the client module (v2) resuming through every restart; writers on several
+// connections; faults on a schedule — then every client checked. Prints lost / duplicated /
+// out-of-order counts and the instances' memory over time; writes the result to bench/results/.
+// Exit code 0 only when every count is zero, no v2 client had a gap, no v1 client was dropped but
+// by a restart and no instance crashed but on purpose. Not part of `npm test`.
 //
 //   npm run chaos                          60 s on a throwaway embedded PostgreSQL
 //   npm run chaos -- --minutes 10          (or --seconds N)
-//   npm run chaos -- --clients 24 --writers 4 --seed 1234
+//   npm run chaos -- --clients 24 --v2-clients 10 --writers 4 --restart-every 120 --seed 1234
 //   DATABASE_URL=postgres://… npm run chaos    on that server (in a fresh database of its own)
 import { setMaxListeners } from 'node:events';
 import pg from 'pg';
@@ -16,15 +18,16 @@ import { createTestDatabase } from '../harness/db.js';
 import { readOutbox } from '../harness/delivery/outbox.js';
 import { settle } from '../harness/delivery/tracked.js';
 import { startMixedWriter, type Target, type WriterMap } from '../harness/delivery/writers.js';
-import { ServerProcess } from '../harness/server-process.js';
 import { TeardownStack } from '../harness/teardown.js';
 import { outboxPosition } from '../lib/outbox.js';
 import { startBulkWriter } from './chaos/bulk-writer.js';
 import { Population } from './chaos/clients.js';
 import { readOptions, UsageError, USAGE, type ChaosOptions } from './chaos/options.js';
 import { Faults } from './chaos/faults.js';
+import { Instances } from './chaos/instances.js';
 import { Random, sleep } from './chaos/random.js';
-import { lines, type MemorySample } from './chaos/report.js';
+import { lines, type InstanceSample, type MemorySample } from './chaos/report.js';
+import { RESUMING, ResumingClients } from './chaos/resuming.js';
 import { LONG_LIVED } from './chaos/subscriptions.js';
 import { finish } from './chaos/verdict.js';
 import { machine } from './support.js';
@@ -34,6 +37,9 @@ import { machine } from './support.js';
  * default), and a host app's async hook of 0–25 ms on every request, as real apps have (auth, tracing).
  */
 const SERVER = { messageTime: 1000, heartbeatInterval: 10_000, pollInterval: 2000, hostHookDelay: 25 };
+
+/** The instances, one process each at a time. */
+const SLOTS = ['a', 'b'];
 
 /** The mixed writers' tasks: each writer its own environments and classes. */
 const MIXED_TARGETS: readonly Target[][] = [
@@ -76,10 +82,8 @@ async function chaos(options: ChaosOptions, teardowns: TeardownStack, interrupte
   const writerRole = new URL(db.url).username;
 
   const { hostHookDelay, ...plugin } = SERVER;
-  const server = await ServerProcess.startPlugin({ plugin: { connectionString: role.url(db, 'te_chaos'), ...plugin }, hostHookDelay }, { teardown: teardowns });
-  const deadline = Date.now() + 20_000;
-  while (server.count('connected') === 0 && Date.now() < deadline && !server.exit) await sleep(50);
-  if (server.count('connected') === 0) throw new Error(`the plugin server's listener did not connect:\n${server.stderr.slice(-2000)}`);
+  const instances = new Instances({ options: { plugin: { connectionString: role.url(db, 'te_chaos'), ...plugin }, hostHookDelay }, teardowns, elapsed, log: say });
+  await instances.start(SLOTS);
 
   const writerPool = new pg.Pool({ connectionString: db.url, max: options.writers + 1 });
   writerPool.on('error', () => {}); // the writers' backends are never terminated; an error is reported by stop()
@@ -93,11 +97,14 @@ async function chaos(options: ChaosOptions, teardowns: TeardownStack, interrupte
 ${lines([
   ['duration', `${options.seconds} s`],
   ['seed', String(options.seed)],
-  ['clients', `${options.clients} at a time: ${longLived} long-lived, ${slots} coming and going; now and then ${STORM_SIZE} at once, or one that stops reading`],
+  ['v1 clients', `${options.clients} at a time: ${longLived} long-lived (a new one when its instance restarts), ${slots} coming and going; now and then ` +
+    `${STORM_SIZE} at once, or one that stops reading`],
+  ['v2 clients', `${options.v2Clients} of the client module for the whole run, on whichever instance is up (${RESUMING.slice(0, options.v2Clients).filter((spec) => spec.objectClassIds || spec.eventTypes).length} with objectClassIds and/or eventTypes)`],
   ['writers', `${options.writers} connections (${options.writers - 1} mixed, 1 bulk) as role ${writerRole}`],
-  ['faults', "the app's backends terminated every 20–40 s; the app's role NOLOGIN for 10–15 s every few minutes"],
-  ['server', `the plugin in a child process: messageTime ${SERVER.messageTime} ms, heartbeat ${SERVER.heartbeatInterval / 1000} s, rateLimit off; ` +
-    `a host preHandler hook of 0–${SERVER.hostHookDelay} ms`],
+  ['faults', `an instance restarted every ~${options.restartEvery} s, by SIGTERM (a deploy) and SIGKILL (a crash) in turn; the app's backends\n` +
+    "terminated every 20–40 s; the app's role NOLOGIN for 10–15 s every few minutes"],
+  ['instances', `${SLOTS.length} of the plugin, each a child process, on the one database: messageTime ${SERVER.messageTime} ms, heartbeat ` +
+    `${SERVER.heartbeatInterval / 1000} s, rateLimit off;\na host preHandler hook of 0–${SERVER.hostHookDelay} ms`],
   ['database', `PostgreSQL ${version} (${options.databaseUrl ? 'DATABASE_URL' : 'embedded, throwaway'}), database ${db.name}`],
   ['machine', computer],
 ])}
@@ -109,11 +116,12 @@ ${lines([
   setMaxListeners(0, timeUp.signal); // every waiting activity listens to it
   interrupted.addEventListener('abort', () => timeUp.abort(), { once: true });
   started = performance.now();
-  const faults = new Faults({ db, role, server, signal: timeUp.signal, elapsed, duration: options.seconds, log: say });
-  const population = new Population({ pool: db.pool, server, writers, mark, signal: timeUp.signal, log: say, phase: () => faults.phase() });
-  server.on('exit', (exit) => server.crashed && say(`! the server crashed: ${JSON.stringify(exit)}`));
+  const faults = new Faults({ db, role, instances, signal: timeUp.signal, elapsed, duration: options.seconds, log: say });
+  const population = new Population({ pool: db.pool, instances, writers, mark, signal: timeUp.signal, log: say, elapsed, phase: () => faults.phase() });
 
   await population.startLongLived(LONG_LIVED.slice(0, longLived));
+  const resuming = new ResumingClients(instances, RESUMING.slice(0, options.v2Clients));
+  await resuming.ready(30_000);
   const mixed = Array.from({ length: options.writers - 1 }, (_, index) =>
     startMixedWriter(teardowns, writerPool, {
       name: `w${index + 1}`,
@@ -127,9 +135,12 @@ ${lines([
 
   const memory: MemorySample[] = [];
   const sampleMemory = async (): Promise<MemorySample | null> => {
-    const sample = await server.stats(false, 5000).catch(() => null);
-    if (!sample) return null;
-    const entry = { at: Math.round(elapsed()), phase: faults.phase(), ...sample };
+    const samples = await Promise.all(instances.live().map(({ name, slot, server }) => server.stats(false, 5000).then(
+      ({ rss, heapUsed, connections }): InstanceSample => ({ name, slot, rss, heapUsed, connections }),
+      () => null,
+    )));
+    const entry = { at: Math.round(elapsed()), phase: faults.phase(), instances: samples.filter((sample) => sample !== null) };
+    if (!entry.instances.length) return null;
     memory.push(entry);
     return entry;
   };
@@ -137,9 +148,10 @@ ${lines([
     for (let tick = 0; !timeUp.signal.aborted; tick++) {
       const sample = await sampleMemory();
       if (sample && tick % 3 === 0) {
-        say(`rss ${(sample.rss / 2 ** 20).toFixed(0)} MB, heap ${(sample.heapUsed / 2 ** 20).toFixed(0)} MB, ${sample.connections} clients, ` +
-          `${sample.eventsReceived.toLocaleString('en-US')} events read; ${transactions().toLocaleString('en-US')} transactions; ` +
-          `${population.counts.joined} joined, ${population.counts.left} left`);
+        const each = sample.instances.map(({ name, rss, heapUsed, connections }) =>
+          `${name} rss ${(rss / 2 ** 20).toFixed(0)} MB heap ${(heapUsed / 2 ** 20).toFixed(0)} MB ${connections} sockets`);
+        say(`${each.join('; ')}; ${transactions().toLocaleString('en-US')} transactions; ` +
+          `v1 ${population.counts.joined} joined, ${population.counts.left} left; v2 ${resuming.resumes} resumes`);
       }
       await sleep((tick + 1) * SAMPLE_EVERY - (performance.now() - started), timeUp.signal);
     }
@@ -161,6 +173,8 @@ ${lines([
     repeat('storms', [10, 20], [30, 60], (index, schedule) => population.runStorm(index, STORM_SIZE, schedule)),
     faults.runTerminations(random.fork('terminations')),
     faults.runLockouts(random.fork('lockouts')),
+    faults.runRestarts(random.fork('restarts'), options.restartEvery),
+    population.runLongLived(),
     repeat('stalls', [15, 30], [60, 110], (index, schedule) => population.runStalled(index, schedule)),
     ...Array.from({ length: slots }, (_, index) => population.runSlot(index + 1, random.fork(`slot ${index + 1}`))),
   ];
@@ -177,12 +191,16 @@ ${lines([
   await bulk.stop();
   harnessErrors.push(...bulk.errors.map((error) => `bulk writer: ${error}`));
 
-  say(`settling: ${population.staying.length} clients still connected must receive everything (up to ${SETTLE_TIMEOUT / 1000} s)`);
+  say(`settling: ${population.staying.length} v1 clients still connected and ${resuming.size} v2 clients must receive everything (up to ${SETTLE_TIMEOUT / 1000} s each)`);
   const late = await settle(db.pool, population.staying.map((client) => client.tracked), SETTLE_TIMEOUT);
+  // Nothing is written from here on: every row committed during the run.
+  const rows = await readOutbox(db.pool, mark, (taskId) => writers.get(taskId));
+  const resumingLate = await resuming.settle(db.pool, rows, SETTLE_TIMEOUT);
+  resuming.close();
   population.noteDroppedStaying();
   await sampleMemory();
-  say('closing the server (it sends what is buffered and closes every socket with 1001)');
-  const closing = await server.shutdown();
+  say('closing the instances (each sends what is buffered and closes every socket with 1001)');
+  const closing = await instances.shutdown();
   const closeCodes = new Map<string, number>();
   await Promise.all(
     population.staying.map(async ({ tracked }) => {
@@ -194,11 +212,11 @@ ${lines([
   );
 
   // The verdict: every client against every row committed during the run.
-  const rows = await readOutbox(db.pool, mark, (taskId) => writers.get(taskId));
   population.checkStaying(rows);
   return finish({
-    options, startedAt, ranFor, interrupted: interrupted.aborted, postgres: version, serverOptions: SERVER, server, closing, closeCodes,
-    population, faults, bulk, transactions: transactions(), rows, late, settleTimeout: SETTLE_TIMEOUT, memory, sampleEvery: SAMPLE_EVERY, harnessErrors,
+    options, startedAt, ranFor, interrupted: interrupted.aborted, postgres: version, serverOptions: SERVER, instances, closing, closeCodes,
+    population, resuming: resuming.check(rows), resumingLate, faults, bulk, transactions: transactions(), rows, late,
+    settleTimeout: SETTLE_TIMEOUT, memory, sampleEvery: SAMPLE_EVERY, harnessErrors,
   });
 }
 
