@@ -1,11 +1,16 @@
-// Fan-out (issue 4): "commit → every client has the 1,000 events", the plugin against a bare `ws`
-// server broadcasting one pre-serialized 1,000-event array (bench/reference-server.ts), at each
-// number of clients, in the same run, rounds interleaved. Both servers run in processes of their
-// own; the clients live here and only count events (bench/counting.ts), the same for both.
+// Fan-out (issue 4; v2: issue 11): "commit → every client has the 1,000 events", the plugin against
+// a bare `ws` server broadcasting one pre-serialized 1,000-event array (bench/reference-server.ts),
+// at each number of clients, in the same run, rounds interleaved. Both servers run in processes of
+// their own; the clients live here and only count events (bench/counting.ts), the same for all.
 // - reference: from telling the bare server `send` to the last client having the whole message;
 // - ours: from the return of one autocommitted `INSERT … SELECT generate_series` of 1,000 tasks
-//   (the plugin is woken by its commit) to the last client having all 1,000 events.
-// Each figure is the median of `--rounds` rounds, after one round that warms both up.
+//   (the plugin is woken by its commit) to the last client having all 1,000 events;
+// - ours, v2: the same with as many v2 clients (subprotocol task-events.v2: each message an
+//   events frame with its cursor) on the same plugin server, in environment 2, so that each round's
+//   statement reaches one kind of client only: its tasks are environment 2's, the v1 clients'
+//   environment 1's. The v2 clients count the events of the frame's array; ready and cursor frames
+//   carry none.
+// Each figure is the median of `--rounds` rounds, after one round that warms all three up.
 //
 //   npm run bench:fanout [-- --clients 1000,4000 --rounds 5 --concurrency 200]
 //
@@ -21,10 +26,21 @@ import type { ServerProcess } from '../harness/server-process.js';
 import { EventCounter, startReferenceServer } from './counting.js';
 import { isMain, runStandalone } from './standalone.js';
 import { median, positive, type BenchRow } from './support.js';
+import { eventsArray, frameType, tokensOf, V2, v2Url } from './v2.js';
 
 /** Events per round: the plugin's messageLimit, so its batch goes out at once. */
 const EVENTS = 1000;
 const PHASE_TIMEOUT = 120_000;
+
+/** Each round's statement: the v1 clients' tasks (environment 1), the v2 clients' (environment 2, its class 4). */
+const STATEMENTS = {
+  v1: `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 1, 1 + n % 3, 'fan-out ' || n FROM generate_series(1, $1::int) n RETURNING id`,
+  v2: `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 2, 4, 'fan-out v2 ' || n FROM generate_series(1, $1::int) n RETURNING id`,
+};
+
+/** The three kinds of round, in the order of a round's turn (rotated each round). */
+const KINDS = ['reference', 'ours', 'oursV2'] as const;
+type Kind = (typeof KINDS)[number];
 
 /** What {@link run} measures. */
 export interface FanoutOptions {
@@ -44,7 +60,15 @@ export interface FanoutOptions {
  * the server's last send call (the rest is the clients' reading).
  */
 export interface FanoutDetail {
-  sizes: { clients: number; referenceMs: number[]; oursMs: number[]; referenceServerSentMs: (number | null)[]; oursServerSentMs: (number | null)[] }[];
+  sizes: {
+    clients: number;
+    referenceMs: number[];
+    oursMs: number[];
+    oursV2Ms: number[];
+    referenceServerSentMs: (number | null)[];
+    oursServerSentMs: (number | null)[];
+    oursV2ServerSentMs: (number | null)[];
+  }[];
 }
 
 /** Throws unless each sampled client received `events` events of the expected shape (and ids, when given). */
@@ -83,16 +107,13 @@ async function referenceRound(server: ServerProcess, counter: EventCounter): Pro
 }
 
 /** One round of ours: one statement creating EVENTS tasks, then every client has their events. */
-async function ourRound(server: ServerProcess, database: pg.Pool, counter: EventCounter): Promise<Round> {
+async function ourRound(server: ServerProcess, database: pg.Pool, counter: EventCounter, statement: string): Promise<Round> {
   let taskIds: number[] = [];
   let startedEpoch = 0;
   let committedEpoch = 0;
   const ms = await counter.round(EVENTS, PHASE_TIMEOUT, async () => {
     startedEpoch = Date.now();
-    const { rows } = await database.query<{ id: string }>(
-      `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 1, 1 + n % 3, 'fan-out ' || n FROM generate_series(1, $1::int) n RETURNING id`,
-      [EVENTS],
-    );
+    const { rows } = await database.query<{ id: string }>(statement, [EVENTS]);
     const committedAt = wallClock();
     committedEpoch = Date.now();
     taskIds = rows.map((row) => Number(row.id));
@@ -103,7 +124,20 @@ async function ourRound(server: ServerProcess, database: pg.Pool, counter: Event
   return { ms, serverSentMs: sentAt === null ? null : sentAt - committedEpoch };
 }
 
-/** Both servers up; for each size, clients on both, then rounds alternating which goes first. */
+/**
+ * A v2 client's frames as the counter takes v1 messages: an events frame's array (the same bytes);
+ * ready and cursor frames hold no event; anything else goes to the counter as it is (and fails it).
+ */
+function v2Events(counter: EventCounter): (client: number, frame: Buffer, receivedAt: number) => void {
+  return (client, frame, receivedAt) => {
+    const events = eventsArray(frame);
+    if (events) return counter.frame(client, events, receivedAt);
+    const type = frameType(frame);
+    if (type !== 'ready' && type !== 'cursor') counter.frame(client, frame, receivedAt);
+  };
+}
+
+/** Both servers up; for each size, clients on both (v1 and v2 on ours), then rounds rotating which goes first. */
 export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[]; detail: FanoutDetail }> {
   const { databaseUrl, clients: sizes = [1000, 4000], rounds = 5, concurrency = 200, log = () => {} } = options;
   const database = new pg.Pool({ connectionString: databaseUrl, max: 2 });
@@ -116,27 +150,33 @@ export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[
     const ours = await startLoadServer(databaseUrl, { timeout: PHASE_TIMEOUT });
     servers.push(ours);
     for (const size of sizes) {
-      const counters = { reference: new EventCounter(size), ours: new EventCounter(size) };
+      const counters: Record<Kind, EventCounter> = { reference: new EventCounter(size), ours: new EventCounter(size), oursV2: new EventCounter(size) };
       const counting = (counter: EventCounter): ClientPoolOptions => ({
         concurrency, timeout: PHASE_TIMEOUT, onFrame: counter.frame, onClose: counter.closed, skipUTF8Validation: true,
       });
       const referenceUrl = `ws://127.0.0.1:${reference.port}/`;
       const referenceClients = await ClientPool.connect(Array.from({ length: size }, () => referenceUrl), counting(counters.reference));
-      // Resolves once the server counts them all as joined.
-      const ourClients = await openClients(ours, await issueTokens(database, size), counting(counters.ours)).catch((error: unknown) => {
-        referenceClients.close();
-        throw error;
-      });
+      const opened: ClientPool[] = [referenceClients];
       try {
-        log(`${size} clients on each server`);
-        const times: FanoutDetail['sizes'][number] = { clients: size, referenceMs: [], oursMs: [], referenceServerSentMs: [], oursServerSentMs: [] };
+        // Resolves once the server counts them all as joined.
+        opened.push(await openClients(ours, await issueTokens(database, size), counting(counters.ours)));
+        const v2Urls = (await tokensOf(ours, 2, size)).map((token) => v2Url(ours, token));
+        opened.push(await ClientPool.connect(v2Urls, { ...counting(counters.oursV2), onFrame: v2Events(counters.oursV2), protocol: V2 }));
+        // Resolves once the server counts the v2 clients joined too.
+        await ours.untilConnections(2 * size, PHASE_TIMEOUT);
+        log(`${size} clients on the bare server; ${size} v1 and ${size} v2 clients on ours`);
+        const times: FanoutDetail['sizes'][number] = {
+          clients: size, referenceMs: [], oursMs: [], oursV2Ms: [], referenceServerSentMs: [], oursServerSentMs: [], oursV2ServerSentMs: [],
+        };
         for (let round = 0; round <= rounds; round++) {
-          const order = round % 2 ? ['ours', 'reference'] : ['reference', 'ours'];
+          const order = [...KINDS.slice(round % KINDS.length), ...KINDS.slice(0, round % KINDS.length)];
           for (const which of order) {
-            const { ms, serverSentMs } = which === 'ours' ? await ourRound(ours, database, counters.ours) : await referenceRound(reference, counters.reference);
+            const { ms, serverSentMs } =
+              which === 'reference' ? await referenceRound(reference, counters.reference)
+              : await ourRound(ours, database, counters[which], which === 'ours' ? STATEMENTS.v1 : STATEMENTS.v2);
             if (round > 0) {
-              (which === 'ours' ? times.oursMs : times.referenceMs).push(Math.round(ms));
-              (which === 'ours' ? times.oursServerSentMs : times.referenceServerSentMs).push(serverSentMs);
+              times[`${which}Ms`].push(Math.round(ms));
+              times[`${which}ServerSentMs`].push(serverSentMs);
             }
             log(`${size} clients, ${round ? `round ${round}` : 'warm-up'}: ${which} ${Math.round(ms)} ms (server's last send call at ${serverSentMs} ms)`);
             await sleep(200);
@@ -144,28 +184,28 @@ export async function measure(options: FanoutOptions): Promise<{ rows: BenchRow[
         }
         detail.sizes.push(times);
       } finally {
-        referenceClients.close();
-        ourClients.close();
+        for (const clients of opened) clients.close();
       }
     }
   } finally {
     await Promise.all(servers.map((server) => server.shutdown(30_000)));
     await database.end();
   }
-  return { rows: detail.sizes.map(row), detail };
+  return { rows: [...detail.sizes.map((size) => row(size, 'ours')), ...detail.sizes.map((size) => row(size, 'oursV2'))], detail };
 }
 
-function row({ clients, referenceMs, oursMs }: FanoutDetail['sizes'][number]): BenchRow {
+function row(size: FanoutDetail['sizes'][number], which: 'ours' | 'oursV2'): BenchRow {
+  const clients = `${size.clients.toLocaleString('en-US')}${which === 'oursV2' ? ' v2' : ''} clients`;
   return {
-    name: `fan-out, ${clients.toLocaleString('en-US')} clients: commit → all have ${EVENTS.toLocaleString('en-US')} events`,
+    name: `fan-out, ${clients}: commit → all have ${EVENTS.toLocaleString('en-US')} events`,
     unit: 'ms',
-    ours: median(oursMs),
-    reference: { label: 'bare ws broadcast', value: median(referenceMs) },
+    ours: median(size[`${which}Ms`]),
+    reference: { label: 'bare ws broadcast', value: median(size.referenceMs) },
     target: { kind: 'ratio-at-most', value: 1.25 },
   };
 }
 
-/** The fan-out rows: ours against the bare-ws broadcast, one per number of clients. */
+/** The fan-out rows: ours (v1, then v2 clients) against the bare-ws broadcast, one per number of clients. */
 export async function run(options: FanoutOptions): Promise<BenchRow[]> {
   return (await measure(options)).rows;
 }

@@ -1,10 +1,12 @@
-// `npm run bench`: every measurement of issue 4, each against its reference in the same run, one
-// after another (each on a fresh database, nothing else running): the write path under pgbench,
-// a 100k-row UPDATE delivered, fan-out against a bare ws broadcaster, memory per idle
-// connection, commit → client latency under a steady write rate. Prints one table, writes the
-// JSON to bench/results/, and writes bench/RESULTS.md with the chart bench/fanout.svg (fan-out
-// time against clients, ours and bare ws). Exit code 1 when a target is missed.
-// `--only write,bulk,fanout,memory,latency` runs a subset (RESULTS.md is then left alone).
+// `npm run bench`: every measurement of issue 4 and of protocol v2 (issue 11), each against its
+// reference in the same run, one after another (each on a fresh database, nothing else running):
+// the write path under pgbench, a 100k-row UPDATE delivered, fan-out against a bare ws
+// broadcaster (v1 and v2 clients), memory per idle connection, commit → client latency under a
+// steady write rate, a v2 resume of a 100k-event backlog, a reconnect storm of 1,000 v2 clients.
+// Prints one table, writes the JSON to bench/results/, and writes bench/RESULTS.md with the chart
+// bench/fanout.svg (fan-out time against clients, ours and bare ws). Exit code 1 when a target is
+// missed. `--only write,bulk,fanout,memory,latency,resume,storm` runs a subset (RESULTS.md is then
+// left alone).
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -13,7 +15,9 @@ import { fanoutChart } from './chart.js';
 import { measure as fanout, type FanoutDetail } from './fanout.js';
 import { measure as latency } from './latency.js';
 import { measure as memory } from './memory.js';
+import { measure as resume } from './resume.js';
 import { printBenchRows } from './standalone.js';
+import { measure as storm } from './storm.js';
 import { machine, targetText, verdict, withBenchDatabase, writeResult, type BenchRow } from './support.js';
 import { measure as writePath } from './write-path.js';
 
@@ -27,10 +31,12 @@ const BENCHES: Record<string, Bench> = {
   fanout: (databaseUrl, log) => fanout({ databaseUrl, clients: FANOUT_CLIENTS, log }),
   memory: (databaseUrl, log) => memory({ databaseUrl, log }),
   latency: (databaseUrl, log) => latency({ databaseUrl, log }),
+  resume: (databaseUrl, log) => resume({ databaseUrl, log }),
+  storm: (databaseUrl, log) => storm({ databaseUrl, log }),
 };
 
 function number(value: number, unit: string): string {
-  return `${value.toLocaleString('en-US', { maximumFractionDigits: unit === 'KB' ? 1 : 0 })} ${unit}`;
+  return `${value.toLocaleString('en-US', { maximumFractionDigits: unit === 'KB' || unit === 'queries' ? 2 : 0 })} ${unit}`;
 }
 
 function markdownTable(rows: readonly BenchRow[]): string {
@@ -57,8 +63,8 @@ function resultsMarkdown(started: Date, seconds: number, postgres: string, rows:
   const host = machine();
   return `# Benchmark results
 
-The latest full run of \`npm run bench\` (issue 4's measurements, each against its reference in the
-same run). Written by the run itself; its JSON is \`${file.replace(/^.*\/bench\//, 'bench/')}\` (git-ignored).
+The latest full run of \`npm run bench\` (the measurements of issue 4 and of protocol v2, issue 11,
+each against its reference in the same run). Written by the run itself; its JSON is \`${file.replace(/^.*\/bench\//, 'bench/')}\` (git-ignored).
 
 - Date: ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${Math.round(seconds / 60)} min
 - Machine: ${host.cpus} × ${host.cpuModel}, ${host.memoryGiB} GiB, ${host.platform}, Node.js ${host.node}
@@ -67,7 +73,7 @@ same run). Written by the run itself; its JSON is \`${file.replace(/^.*\/bench\/
 ${markdownTable(rows)}
 
 How each is measured: the header comment of its file in bench/ (write-path.ts, bulk.ts, fanout.ts,
-memory.ts, latency.ts). Fan-out time against the number of clients:
+memory.ts, latency.ts, resume.ts, storm.ts). Fan-out time against the number of clients (v1 clients):
 
 ![Fan-out: commit → all clients have 1,000 events, ours vs a bare ws broadcast](fanout.svg)
 `;

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../example/embedded.js';
 import { migrate } from '../lib/migrate.js';
@@ -17,6 +18,22 @@ export function positive(name: string, value: string | undefined, fallback: numb
   const parsed = Number(value);
   if (!Number.isSafeInteger(parsed) || parsed < 1) throw new Error(`--${name} must be a positive integer, got '${value}'`);
   return parsed;
+}
+
+/** What every measurement takes: its database, and where its progress lines go. */
+export interface BenchOptions {
+  /** A database with our migrations and the reference schema (see withBenchDatabase). */
+  databaseUrl: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * A bench's settings from its command line: `--name N` for each name of `defaults`, each a
+ * positive integer; the default where absent.
+ */
+export function positiveArgs<Settings extends Record<string, number>>(defaults: Settings): Settings {
+  const { values } = parseArgs({ options: Object.fromEntries(Object.keys(defaults).map((name) => [name, { type: 'string' as const }])) });
+  return Object.fromEntries(Object.entries(defaults).map(([name, fallback]) => [name, positive(name, values[name] as string | undefined, fallback)])) as Settings;
 }
 
 /** A benchmark's database: its URL, and the server's (for CREATE DATABASE of further ones). */

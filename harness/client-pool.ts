@@ -19,10 +19,15 @@ export interface ClientPoolOptions {
   /** Deadline of connecting them all, ms. */
   timeout: number;
   onFrame?: OnFrame;
-  /** Told of a client closed after it opened (by the server or the network, not by `close()`). */
-  onClose?: (client: number) => void;
+  /**
+   * Told of a client closed after it opened (by the server or the network, not by `close()`),
+   * with the close code (1006 when the connection was cut).
+   */
+  onClose?: (client: number, code: number) => void;
   /** For hooks that never decode the text: skipping UTF-8 validation spares ~10 µs per 100 KB. */
   skipUTF8Validation?: boolean;
+  /** The subprotocol each client offers, e.g. `task-events.v2`; none by default (protocol v1). */
+  protocol?: string;
 }
 
 /** Clients connected to one server, one per URL; client `i` is the one of `urls[i]`. */
@@ -57,7 +62,17 @@ export class ClientPool {
     return pool;
   }
 
-  /** Clients opened. */
+  /**
+   * Opens client `index` on `url`: one more client, or a new connection of one whose socket has
+   * closed (a resume), its frames told under the same index. Resolves at the open (the 101);
+   * rejects when the handshake fails (refused, or the HTTP status when it is not a 101).
+   */
+  open(index: number, url: string): Promise<void> {
+    if (this.#closing) return Promise.reject(new Error('the pool is closed'));
+    return this.#open(index, url);
+  }
+
+  /** Connections opened (a client opened again counts again). */
   get size(): number {
     return this.#opened;
   }
@@ -69,16 +84,16 @@ export class ClientPool {
   }
 
   #open(index: number, url: string): Promise<void> {
-    const { onFrame, onClose, skipUTF8Validation = false } = this.#options;
+    const { onFrame, onClose, skipUTF8Validation = false, protocol } = this.#options;
     return new Promise((resolve, reject) => {
-      const socket = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation });
+      const socket = new WebSocket(url, protocol === undefined ? [] : [protocol], { perMessageDeflate: false, skipUTF8Validation });
       this.#sockets.push(socket);
       if (onFrame) socket.on('message', (frame: Buffer) => onFrame(index, frame, wallClock()));
       // After the open, an error is followed by 'close', which tells.
       socket.on('error', (error) => reject(new Error(`client ${index} failed to connect (${this.size} open)`, { cause: error })));
       socket.once('open', () => {
         this.#opened++;
-        if (onClose) socket.on('close', () => this.#closing || onClose(index));
+        if (onClose) socket.on('close', (code) => this.#closing || onClose(index, code));
         resolve();
       });
     });
