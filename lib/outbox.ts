@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import type { ReadSpan, TaskEvent } from './buffer.js';
 import type { Cursor } from './cursor.js';
+import { onLiveConnection } from './pool.js';
 import { parseSnapshot, type Snapshot } from './snapshot.js';
 
 // Rows committed after the snapshot `since`: their transaction had not started by then
@@ -138,9 +139,9 @@ export async function doorbellTaken(pool: pg.Pool): Promise<boolean> {
 
 /** The outbox position now: events with a larger id were created after this call. */
 export async function outboxPosition(pool: pg.Pool): Promise<number> {
-  const { rows } = await pool.query<{ position: string }>(
+  const { rows } = await onLiveConnection(() => pool.query<{ position: string }>(
     'SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position FROM task_events.outbox_id_seq',
-  );
+  ));
   return Number((rows[0] as { position: string }).position);
 }
 
@@ -150,12 +151,12 @@ export async function outboxPosition(pool: pg.Pool): Promise<number> {
  * row `from` lacks has an xid at or above its floor's xmin).
  */
 export async function streamPoint(pool: pg.Pool, from: Cursor | null, retentionMs: number): Promise<{ snapshot: Snapshot; expired: boolean }> {
-  const { rows } = await pool.query<{ snapshot: string; horizon: string | null }>(
+  const { rows } = await onLiveConnection(() => pool.query<{ snapshot: string; horizon: string | null }>(
     `SELECT pg_current_snapshot()::text AS snapshot,
             (SELECT max(oldest_running)::text FROM task_events.prune_horizon
              WHERE taken_at < now() - make_interval(secs => $1::double precision / 1000)) AS horizon`,
     [retentionMs],
-  );
+  ));
   const row = rows[0] as { snapshot: string; horizon: string | null };
   const expired = from !== null && row.horizon !== null && Number(row.horizon) > from.floor.xmin;
   return { snapshot: parseSnapshot(row.snapshot) as Snapshot, expired };

@@ -29,3 +29,29 @@ export function checkout(pool: pg.Pool): Promise<CheckedOut> {
     });
   });
 }
+
+/** Whether an error says the connection failed, not the query: its backend was terminated, or its socket closed. */
+export function connectionLost(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && (code.startsWith('08') || ['57P01', '57P02', '57P03'].includes(code))) return true;
+  return typeof message === 'string' && /connection terminated|Connection ended|ECONNRESET/i.test(message);
+}
+
+/** Tries of {@link onLiveConnection}: several idle clients of the pool may have died at once. */
+const LIVE_CONNECTION_TRIES = 4;
+
+/**
+ * Runs `query` again (a few times at most) when its pooled connection turned out to be dead: a
+ * client whose backend was terminated while it sat idle (a failover, a restart) fails the first
+ * query given to it before the pool has heard, and the pool drops it. For the handshake's queries,
+ * so a client is not answered 500 for it.
+ */
+export async function onLiveConnection<T>(query: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await query();
+    } catch (error) {
+      if (!connectionLost(error) || attempt >= LIVE_CONNECTION_TRIES) throw error;
+    }
+  }
+}

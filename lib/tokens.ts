@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Identity } from './options.js';
+import { onLiveConnection } from './pool.js';
 
 /** Accepts what `crypto.randomUUID()` makes: a UUID v4, any letter case. */
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
@@ -44,12 +45,12 @@ export class TokenStore {
 
   /** The token's identity, marking it used; `null` when unknown, expired or used already. */
   async consume(token: string): Promise<Identity | null> {
-    const { rows } = await this.#pool.query<{ environment_id: string; user_id: string }>(
+    const { rows } = await onLiveConnection(() => this.#pool.query<{ environment_id: string; user_id: string }>(
       `UPDATE task_events.tokens SET used_at = now()
        WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
        RETURNING environment_id, user_id`,
       [hash(token)],
-    );
+    ));
     const row = rows[0];
     return row ? { environmentId: Number(row.environment_id), userId: Number(row.user_id) } : null;
   }
