@@ -4,14 +4,14 @@ import { backoffDelay, rateLimitDelay, READY_WITHIN, SILENT_AFTER, STABLE_AFTER 
 import { Emitter, rethrowLater } from './emitter.js';
 import { bufferedIterator } from './iterator.js';
 import {
-  connectionUrl, MAX_INVALID_TOKENS, parseFrame, PROTOCOL, TaskEventsError, TERMINAL_CODES,
+  connectionUrl, MAX_INVALID_TOKENS, parseFrame, PROTOCOL, TASK_EVENT_NAMES, TaskEventsError, TERMINAL_CODES,
   type ServerErrorCode, type TaskEvent, type TerminalErrorCode,
 } from './protocol.js';
 import type {
   ClientEvents, ClientStatus, RetryInfo, TaskEventsClientOptions, WebSocketConstructor, WebSocketLike,
 } from './types.js';
 
-export { TaskEventsError };
+export { TASK_EVENT_NAMES, TaskEventsError };
 export type { ServerErrorCode, StreamFilters, TaskEvent, TaskEventName, TerminalErrorCode } from './protocol.js';
 export type {
   ClientEvents, ClientStatus, GapInfo, RetryInfo, TaskEventsClientOptions, WebSocketConstructor, WebSocketLike,

@@ -5,12 +5,14 @@
 /** The subprotocol that opts a connection into protocol v2. */
 export const PROTOCOL = 'task-events.v2';
 
+/** The eight event names of the contract (for `eventTypes`, a filter's choices, a check). */
+export const TASK_EVENT_NAMES = Object.freeze([
+  'task_created', 'task_value_changed', 'task_status_changed', 'task_owner_added', 'task_owner_removed',
+  'task_assignee_added', 'task_assignee_removed', 'task_deleted',
+] as const);
+
 /** The name of a task event. */
-export type TaskEventName =
-  | 'task_created' | 'task_value_changed' | 'task_status_changed'
-  | 'task_owner_added' | 'task_owner_removed'
-  | 'task_assignee_added' | 'task_assignee_removed'
-  | 'task_deleted';
+export type TaskEventName = (typeof TASK_EVENT_NAMES)[number];
 
 /** One task event as the server sends it. */
 export interface TaskEvent {

@@ -7,7 +7,7 @@ import { Registry } from 'prom-client';
 import { sendBacklog } from './backlog.js';
 import type { TaskEvent } from './buffer.js';
 import { ConnectionCaps } from './caps.js';
-import { CursorCodec } from './cursor.js';
+import { CursorCodec, type Cursor } from './cursor.js';
 import { HostErrors } from './errors.js';
 import { HealthWatch, type TaskEventsHealth } from './health.js';
 import { Heartbeat } from './heartbeat.js';
@@ -118,13 +118,14 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
   // v2 cursors are signed with the database's key, read at ready.
   let cursors: CursorCodec | null = null;
   const codec = (): CursorCodec => cursors ?? (() => { throw new Error('task events: not ready'); })();
+  const encodeCursor = (cursor: Cursor): string => codec().encode(cursor);
   const hub = new Hub({
     messageTime: options.messageTime,
     messageLimit: options.messageLimit,
     maxBufferedBytes: options.maxBufferedBytes,
     // often enough that an idle client's cursor stays well inside the retention
     cursorInterval: Math.min(CURSOR_INTERVAL, options.outboxRetention / 4),
-    encodeCursor: (cursor) => codec().encode(cursor),
+    encodeCursor,
   });
   // The terminated socket's own 'close' takes it out of the hub.
   const heartbeat = new Heartbeat(options.heartbeatInterval, (socket) => {
@@ -187,7 +188,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
         batchSize: options.readBatchSize,
         messageLimit: options.messageLimit,
         maxBufferedBytes: options.maxBufferedBytes,
-        encodeCursor: (cursor) => codec().encode(cursor),
+        encodeCursor,
         onMessage: (count, bytes, oldest) => events.emit('flushed', { group: 'backlog', events: count, sockets: 1, bytes, oldest, backlog: true }),
       }).then(
         () => hub.unhold(socket),

@@ -2,13 +2,11 @@
 // whether ws would take the upgrade at all, its origin, its protocol, its filters and cursor; and
 // the request as our logs show it (the token redacted).
 import type { FastifyRequest } from 'fastify';
+import { TASK_EVENT_NAMES } from '../client/protocol.js';
 import { V2_PROTOCOL } from './frames.js';
 
-/** The eight event names of the contract. */
-export const EVENT_TYPES: ReadonlySet<string> = new Set([
-  'task_created', 'task_value_changed', 'task_status_changed', 'task_owner_added', 'task_owner_removed',
-  'task_assignee_added', 'task_assignee_removed', 'task_deleted',
-]);
+/** The eight event names of the contract (the client module's list: one list for both sides). */
+const EVENT_TYPES: ReadonlySet<string> = new Set(TASK_EVENT_NAMES);
 
 const CLASS_IDS = /^\s*\d{1,15}\s*(,\s*\d{1,15}\s*)*$/;
 

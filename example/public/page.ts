@@ -1,7 +1,7 @@
 // The example's live page: sign in with a demo key, see the environment's tasks and change them
 // through the REST API, and watch the events of every write (this page's, another's, psql's)
 // arrive through `fastify-task-events/client`, message by message. Bundled by example/page.ts.
-import type { TaskEventName } from 'fastify-task-events/client';
+import { TASK_EVENT_NAMES, type TaskEventName } from 'fastify-task-events/client';
 import { LiveChart } from './chart.js';
 import { byId, h, plural } from './dom.js';
 import { MessageList } from './messages.js';
@@ -9,10 +9,6 @@ import { ApiError, Rest, type Named } from './rest.js';
 import { loadSaved, Stream, type StreamSettings } from './stream.js';
 import { TaskList } from './tasks.js';
 
-const EVENT_TYPES: readonly TaskEventName[] = [
-  'task_created', 'task_value_changed', 'task_status_changed', 'task_owner_added',
-  'task_owner_removed', 'task_assignee_added', 'task_assignee_removed', 'task_deleted',
-];
 
 const DEFAULT_KEY = 'demo-key-1';
 
@@ -105,7 +101,7 @@ function showFilters(classes: Named[], { objectClassIds, eventTypes }: Omit<Stre
   };
   byId('class-filters').replaceChildren(...classes.map((objectClass) =>
     choice('class', objectClass.id, objectClass.name, objectClassIds.length === 0 || objectClassIds.includes(objectClass.id))));
-  byId('type-filters').replaceChildren(...EVENT_TYPES.map((type) =>
+  byId('type-filters').replaceChildren(...TASK_EVENT_NAMES.map((type) =>
     choice('type', type, type, eventTypes.length === 0 || eventTypes.includes(type))));
 }
 
