@@ -2,10 +2,11 @@
 // reference in the same run, one after another (each on a fresh database, nothing else running):
 // the write path under pgbench, a 100k-row UPDATE delivered, fan-out against a bare ws
 // broadcaster (v1 and v2 clients), memory per idle connection, commit → client latency under a
-// steady write rate, a v2 resume of a 100k-event backlog, a reconnect storm of 1,000 v2 clients.
+// steady write rate, a v2 resume of a 100k-event backlog, a reconnect storm of 1,000 v2 clients,
+// and scale-out: 1, 2, 4, 8 instances on one database (issue 14).
 // Prints one table, writes the JSON to bench/results/, and writes bench/RESULTS.md with the chart
 // bench/fanout.svg (fan-out time against clients, ours and bare ws). Exit code 1 when a target is
-// missed. `--only write,bulk,fanout,memory,latency,resume,storm` runs a subset (RESULTS.md is then
+// missed. `--only write,bulk,fanout,memory,latency,resume,storm,scale` runs a subset (RESULTS.md is then
 // left alone).
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -16,6 +17,7 @@ import { measure as fanout, type FanoutDetail } from './fanout.js';
 import { measure as latency } from './latency.js';
 import { measure as memory } from './memory.js';
 import { measure as resume } from './resume.js';
+import { measure as scale } from './scale-out.js';
 import { printBenchRows } from './standalone.js';
 import { measure as storm } from './storm.js';
 import { machine, targetText, verdict, withBenchDatabase, writeResult, type BenchRow } from './support.js';
@@ -33,10 +35,11 @@ const BENCHES: Record<string, Bench> = {
   latency: (databaseUrl, log) => latency({ databaseUrl, log }),
   resume: (databaseUrl, log) => resume({ databaseUrl, log }),
   storm: (databaseUrl, log) => storm({ databaseUrl, log }),
+  scale: (databaseUrl, log) => scale({ databaseUrl, log }),
 };
 
 function number(value: number, unit: string): string {
-  return `${value.toLocaleString('en-US', { maximumFractionDigits: unit === 'KB' || unit === 'queries' ? 2 : 0 })} ${unit}`;
+  return `${value.toLocaleString('en-US', { maximumFractionDigits: unit === 'KB' || unit === 'queries' || unit === 'ms/s' ? 2 : 0 })} ${unit}`;
 }
 
 function markdownTable(rows: readonly BenchRow[]): string {
@@ -73,7 +76,7 @@ each against its reference in the same run). Written by the run itself; its JSON
 ${markdownTable(rows)}
 
 How each is measured: the header comment of its file in bench/ (write-path.ts, bulk.ts, fanout.ts,
-memory.ts, latency.ts, resume.ts, storm.ts). Fan-out time against the number of clients (v1 clients):
+memory.ts, latency.ts, resume.ts, storm.ts, scale-out.ts). Fan-out time against the number of clients (v1 clients):
 
 ![Fan-out: commit → all clients have 1,000 events, ours vs a bare ws broadcast](fanout.svg)
 `;

@@ -67,7 +67,7 @@ export interface LatencyResult extends Settings {
  * Every client's events, as arrays of `clients × writes`: where the client's k-th event is, its
  * task id and its arrival time.
  */
-class Deliveries {
+export class Deliveries {
   readonly counts: Int32Array;
   readonly taskIds: Int32Array;
   readonly arrivals: Float64Array;
@@ -104,7 +104,7 @@ class Deliveries {
 }
 
 /** Creates the tasks to write to (before the server starts: their events are no one's). */
-async function createTasks(pool: pg.Pool): Promise<number[]> {
+export async function createTasks(pool: pg.Pool): Promise<number[]> {
   const { rows } = await pool.query<{ id: string }>(
     `INSERT INTO tasks (environment_id, object_class_id, name) SELECT 1, 1 + n % 3, 'task ' || n FROM generate_series(1, $1::int) n RETURNING id`,
     [TASKS],
@@ -112,8 +112,8 @@ async function createTasks(pool: pg.Pool): Promise<number[]> {
   return rows.map((row) => Number(row.id));
 }
 
-/** Runs the writer process to its end; resolves with the writes in commit order. */
-function runWriter(data: WriterData): Promise<{ writes: Write[]; seconds: number }> {
+/** Runs the writer process to its end; resolves with the writes in commit order. `onWrite` is told of each as it is committed. */
+export function runWriter(data: WriterData, onWrite: (written: number) => void = () => {}): Promise<{ writes: Write[]; seconds: number }> {
   return new Promise((resolve, reject) => {
     const writes: Write[] = [];
     let seconds: number | null = null;
@@ -124,7 +124,7 @@ function runWriter(data: WriterData): Promise<{ writes: Write[]; seconds: number
     createInterface({ input: child.stdout }).on('line', (line) => {
       const message = JSON.parse(line) as Write | { done: true; seconds: number };
       if ('done' in message) seconds = message.seconds;
-      else writes.push(message);
+      else onWrite(writes.push(message));
     });
     child.on('error', reject);
     child.on('close', (code) => {
@@ -140,7 +140,7 @@ function quantile(sorted: Float64Array, q: number): number {
 }
 
 /** Joins each client's k-th event to the k-th write: latencies and what went wrong. */
-function join(deliveries: Deliveries, writes: Write[]): Pick<LatencyResult, 'samples' | 'p50' | 'p99' | 'max' | 'min' | 'problems'> {
+export function join(deliveries: Deliveries, writes: Write[]): Pick<LatencyResult, 'samples' | 'p50' | 'p99' | 'max' | 'min' | 'problems'> {
   const latencies = new Float64Array(deliveries.clients * writes.length);
   let samples = 0;
   let mismatched = 0;

@@ -102,13 +102,16 @@ export class ClientPool {
 
 /**
  * Opens a client of the plugin server for each of `tokens`, and resolves once the server counts
- * them all as joined. The caller closes the pool.
+ * them all as joined. Given several servers (instances on one database), client `i` goes to
+ * server `i % servers.length`, and each must count its share. The caller closes the pool.
  */
-export async function openClients(server: ServerProcess, tokens: readonly string[], options: ClientPoolOptions): Promise<ClientPool> {
+export async function openClients(server: ServerProcess | readonly ServerProcess[], tokens: readonly string[], options: ClientPoolOptions): Promise<ClientPool> {
+  const servers = Array.isArray(server) ? server : [server as ServerProcess];
   const deadline = performance.now() + options.timeout;
-  const pool = await ClientPool.connect(tokens.map((token) => server.url(token)), options);
+  const pool = await ClientPool.connect(tokens.map((token, index) => (servers[index % servers.length] as ServerProcess).url(token)), options);
   try {
-    await server.untilConnections(tokens.length, Math.max(0, deadline - performance.now()));
+    const remaining = (): number => Math.max(0, deadline - performance.now());
+    await Promise.all(servers.map((each, index) => each.untilConnections(Math.ceil((tokens.length - index) / servers.length), remaining())));
   } catch (error) {
     pool.close();
     throw error;

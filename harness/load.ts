@@ -65,15 +65,16 @@ export interface LoadResult {
 
 /**
  * The plugin server for many clients of one user from one address (a load test, not an attack:
- * no connection caps, no rate limit), reporting each message it sends (`flushed`, for sentAt).
+ * no connection caps, no rate limit), reporting each message it sends (`flushed`, for sentAt)
+ * and any further `events` of the plugin (e.g. `caught-up`, one per outbox read).
  */
 export function startLoadServer(
   databaseUrl: string,
-  options: { messageTime?: number; nodeFlags?: readonly string[]; timeout: number },
+  options: { messageTime?: number; nodeFlags?: readonly string[]; events?: readonly string[]; timeout: number },
 ): Promise<ServerProcess<PluginStats>> {
-  const { messageTime, nodeFlags, timeout } = options;
+  const { messageTime, nodeFlags, events = [], timeout } = options;
   const plugin = { connectionString: databaseUrl, maxConnectionsPerUser: 0, maxConnectionsPerIp: 0, maxConnections: 0, ...(messageTime !== undefined && { messageTime }) };
-  return ServerProcess.startPlugin({ plugin, events: [...LIFECYCLE_EVENTS, 'flushed'] }, { nodeFlags, timeout });
+  return ServerProcess.startPlugin({ plugin, events: [...LIFECYCLE_EVENTS, 'flushed', ...events] }, { nodeFlags, timeout });
 }
 
 /** What one client received: the task ids of its `task_created` events, in order; the rest counted. */

@@ -98,6 +98,11 @@ export class ServerProcess<Stats extends ServerStats = ServerStats> extends Even
     return server;
   }
 
+  /** The child's process id (its CPU time is in /proc/<pid>/stat). */
+  get pid(): number {
+    return this.#child.pid as number;
+  }
+
   /** True when it exited without being asked to close. */
   get crashed(): boolean {
     return this.exit !== null && !this.#closing;
