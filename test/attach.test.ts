@@ -147,6 +147,39 @@ t.test('a NULL status column emits no status events and still captures value cha
     [ev('task_value_changed', 1, 7, 70)], 'without a status column, a state column is just a value');
 });
 
+t.test('a status column of any type: each change is one status event, NULLs included; equal bytes are no change', async (t) => {
+  await pool.query(`
+    CREATE SCHEMA crm_status_types;
+    CREATE TYPE crm_status_types.phase AS ENUM ('new', 'active', 'done');
+    CREATE COLLATION crm_status_types.nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`);
+  // text under a collation where 'Done' = 'done', varchar, an enum, integers, and numeric (no byte
+  // equality: the record comparison), each nullable, and a NOT NULL one
+  const types = ['text COLLATE crm_status_types.nocase', 'varchar(20)', 'crm_status_types.phase', 'integer', 'numeric', 'text NOT NULL DEFAULT \'new\''];
+  const values: string[][] = [
+    [`'done'`, `'Done'`, 'NULL', 'NULL', `'new'`],
+    [`'done'`, `'Done'`, 'NULL', 'NULL', `'new'`],
+    [`'done'`, `'active'`, 'NULL', 'NULL', `'new'`],
+    ['1', '2', 'NULL', 'NULL', '3'],
+    ['1.0', '1.00', 'NULL', 'NULL', '2'],
+    [`'done'`, `'Done'`, `'Done'`, `'x'`, `'new'`],
+  ];
+  for (const [index, type] of types.entries()) {
+    const table = `crm_status_types.items_${index}`;
+    await pool.query(`CREATE TABLE ${table} (item_id bigint PRIMARY KEY, tenant_id bigint NOT NULL, kind_id bigint, title text, state ${type})`);
+    await pool.query(`SELECT task_events.attach(tasks => '${table}', task_owners => NULL, task_assignees => NULL, id_column => 'item_id',
+                      environment_column => 'tenant_id', object_class_column => 'kind_id', status_column => 'state')`);
+    await pool.query(`INSERT INTO ${table} (item_id, tenant_id, kind_id, title) VALUES (1, 7, 70, 'a')`);
+    const changes = values[index] as string[];
+    const events = await eventsOf(pool, async () => {
+      for (const value of changes) await pool.query(`UPDATE ${table} SET state = ${value}`);
+      await pool.query(`UPDATE ${table} SET state = state`);
+    });
+    // an event for each UPDATE that sets other bytes than the row held (NULL after NULL is none)
+    const expected = changes.filter((value, at) => value !== changes[at - 1]);
+    t.strictSame(events, expected.map(() => ev('task_status_changed', 1, 7, 70)), `state ${type}: ${changes.join(' → ')}`);
+  }
+});
+
 t.test('detach removes the triggers, and writes then emit nothing', async (t) => {
   await createHostSchema('crm_detach');
   await pool.query(attachSql('crm_detach'));

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import Postgrator from 'postgrator';
 import t from 'tap';
 import { applyReferenceSchema, createTestDatabase } from '../harness/db.js';
 import { migrate, migrationsDirectory, migrationState } from '../lib/migrate.js';
@@ -17,6 +18,7 @@ const RELEASED: Record<string, string> = {
   '003.do.prune-horizon.sql': 'bb05eeedd05ea05b8d0da26b5a6e216b',
   '004.do.capture.sql': '4e9644229720a37d22a2d153ad258b5e',
   '005.do.cursor-key.sql': 'e1d14899ec7a5689e5cd199d99c709da',
+  '006.do.cheaper-capture.sql': '3f8d6d49d8b60160512988964b098c9e',
 };
 
 t.test('released migration files never change', async (t) => {
@@ -33,8 +35,8 @@ t.test('migrations apply twice and from two processes at once', async (t) => {
   await Promise.all([migrate(db.pool), migrate(db.pool), migrate(db.pool)]);
   await migrate(db.pool);
   const { rows } = await db.pool.query('SELECT version FROM task_events.schemaversion WHERE version > 0 ORDER BY version');
-  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4, 5]);
-  t.strictSame(await migrationState(db.pool), { applied: [1, 2, 3, 4, 5], pending: [], foreign: [] });
+  t.same(rows.map((r) => Number(r.version)), [1, 2, 3, 4, 5, 6]);
+  t.strictSame(await migrationState(db.pool), { applied: [1, 2, 3, 4, 5, 6], pending: [], foreign: [] });
 });
 
 t.test('a database with the 0.x pre-release migrations is refused with the fix, and the fix works', async (t) => {
@@ -59,4 +61,37 @@ t.test('a database with the 0.x pre-release migrations is refused with the fix, 
     await db.pool.query(`INSERT INTO task_owners VALUES ($1, 1)`, [id]);
   });
   t.strictSame(events, [ev('task_status_changed', id!, 1, 1), ev('task_owner_added', id!, 1, 1)]);
+});
+
+t.test('a database attached under 005 is attached again by 006, with the same arguments, and captures as before', async (t) => {
+  const db = await createTestDatabase(t, { migrate: false });
+  const client = await db.pool.connect();
+  try {
+    await new Postgrator({
+      migrationPattern: `${migrationsDirectory}/*.sql`, driver: 'pg', database: client.database ?? '',
+      schemaTable: 'task_events.schemaversion', execQuery: (query) => client.query(query),
+    }).migrate('005');
+  } finally {
+    client.release();
+  }
+  await applyReferenceSchema(db.pool);
+  const updateCapture = async (): Promise<string> => (await db.pool.query<{ source: string }>(
+    `SELECT p.prosrc AS source FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+     WHERE tg.tgrelid = 'tasks'::regclass AND tg.tgname = 'task_events_update'`)).rows[0]?.source ?? '';
+  t.match(await updateCapture(), /ROW\(OLD\.status\)::pg_catalog\.record/, 'under 005: the record comparison');
+  const before = (await db.pool.query('SELECT * FROM task_events.attachments')).rows;
+
+  await migrate(db.pool);
+  t.strictSame((await migrationState(db.pool)).applied, [1, 2, 3, 4, 5, 6]);
+  t.match(await updateCapture(), /OLD\.status COLLATE pg_catalog\."C" OPERATOR\(pg_catalog\.=\) NEW\.status/, 'under 006: text equality');
+  const after = (await db.pool.query('SELECT * FROM task_events.attachments')).rows;
+  t.strictSame(after.map(({ attached_at: _, ...row }) => row), before.map(({ attached_at: _, ...row }) => row), 'the same attachment');
+
+  const { rows: [task] } = await db.pool.query<{ id: string }>(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'a') RETURNING id`);
+  const id = Number(task?.id);
+  t.strictSame(await eventsOf(db.pool, async () => {
+    await db.pool.query(`UPDATE tasks SET status = 'done', updated_at = now() + interval '1 day' WHERE id = $1`, [id]);
+    await db.pool.query(`UPDATE tasks SET name = 'b', status = 'open' WHERE id = $1`, [id]);
+    await db.pool.query(`UPDATE tasks SET status = 'open', updated_at = now() WHERE id = $1`, [id]);
+  }), [ev('task_status_changed', id, 1, 1), ev('task_status_changed', id, 1, 1), ev('task_value_changed', id, 1, 1)]);
 });
