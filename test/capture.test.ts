@@ -269,6 +269,37 @@ t.test('the doorbell: only the first writer after the listener armed it notifies
   t.equal((await listener.drain()).length, 1, 'armed again by the drain: the next write rings');
 });
 
+t.test('before_read(): true while another transaction holds outbox rows (the doorbell left alone), else it arms the doorbell', async (t) => {
+  const beforeRead = async (): Promise<boolean> => Boolean((await pool.query('SELECT task_events.before_read() AS writing')).rows[0]?.writing);
+  const taken = async (): Promise<boolean> => Boolean((await pool.query('SELECT task_events.doorbell_taken() AS taken')).rows[0]?.taken);
+  await createTasks([1, 1]);
+  t.ok(await taken(), 'a write took the doorbell');
+  const writer = await pool.connect();
+  try {
+    await writer.query('BEGIN');
+    await writer.query(`INSERT INTO tasks (environment_id, object_class_id, name) VALUES (1, 1, 'open')`);
+    t.equal(await beforeRead(), true, 'a writer holds the outbox');
+    t.ok(await taken(), 'and the doorbell stays as it was');
+    await writer.query('COMMIT');
+  } finally {
+    writer.release();
+  }
+  t.equal(await beforeRead(), false, 'nobody holds it');
+  t.notOk(await taken(), 'armed');
+  const reader = await pool.connect();
+  try {
+    // a transaction that only reads the outbox is no writer
+    await reader.query('BEGIN');
+    await reader.query('SELECT count(*) FROM task_events.outbox');
+    t.equal(await beforeRead(), false, 'a reader is no writer');
+    await reader.query('COMMIT');
+  } finally {
+    reader.release();
+  }
+  await createTasks([1, 1]);
+  t.ok(await taken(), 'the next write rings');
+});
+
 t.test('a rolled-back transaction and a write that changes nothing send no notification', async (t) => {
   const [id] = await createTasks([1, 1]);
   const listener = await listen(t, db.url);
