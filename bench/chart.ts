@@ -1,6 +1,7 @@
 // The fan-out chart of bench/RESULTS.md: time from commit to all clients having the 1,000 events,
-// against the number of clients, ours and the bare ws broadcast (medians, with each round's
-// figure as a dot). Plain SVG text: no dependency, and GitHub shows it in the README.
+// against the number of clients, ours (v1 clients, and v2 clients) and the bare ws broadcast
+// (medians, with each round's figure as a dot). Plain SVG text: no dependency, and GitHub shows
+// it in the README.
 import type { FanoutDetail } from './fanout.js';
 import { median } from './support.js';
 
@@ -17,13 +18,14 @@ function axis(max: number): { top: number; step: number } {
 export function fanoutChart(sizes: FanoutDetail['sizes']): string {
   const clients = sizes.map((size) => size.clients);
   const maxClients = Math.max(...clients);
-  const { top, step } = axis(Math.max(...sizes.flatMap((size) => [...size.oursMs, ...size.referenceMs])));
+  const { top, step } = axis(Math.max(...sizes.flatMap((size) => [...size.oursMs, ...size.oursV2Ms, ...size.referenceMs])));
   const plotWidth = WIDTH - MARGIN.left - MARGIN.right;
   const plotHeight = HEIGHT - MARGIN.top - MARGIN.bottom;
   const x = (count: number): number => MARGIN.left + (count / maxClients) * plotWidth;
   const y = (ms: number): number => MARGIN.top + plotHeight - (ms / top) * plotHeight;
   const series = [
-    { label: 'ours (commit → all)', color: '#d9480f', pick: (size: FanoutDetail['sizes'][number]) => size.oursMs },
+    { label: 'ours, v1 clients', color: '#d9480f', pick: (size: FanoutDetail['sizes'][number]) => size.oursMs },
+    { label: 'ours, v2 clients', color: '#2f9e44', pick: (size: FanoutDetail['sizes'][number]) => size.oursV2Ms },
     { label: 'bare ws broadcast', color: '#1c7ed6', pick: (size: FanoutDetail['sizes'][number]) => size.referenceMs },
   ];
   const parts: string[] = [

@@ -28,6 +28,14 @@ import { isMain, runStandalone } from './standalone.js';
 import { median, positive, type BenchRow } from './support.js';
 import { eventsArray, frameType, tokensOf, V2, v2Url } from './v2.js';
 
+/**
+ * Ours at most this many times the bare broadcast (issue 14); at 1,000 clients and fewer, where
+ * the fixed cost between the commit and the first send (the outbox read) weighs most against a
+ * short broadcast, {@link TARGET_AT_1000}.
+ */
+const TARGET = 1.15;
+const TARGET_AT_1000 = 1.2;
+
 /** Events per round: the plugin's messageLimit, so its batch goes out at once. */
 const EVENTS = 1000;
 const PHASE_TIMEOUT = 120_000;
@@ -201,7 +209,7 @@ function row(size: FanoutDetail['sizes'][number], which: 'ours' | 'oursV2'): Ben
     unit: 'ms',
     ours: median(size[`${which}Ms`]),
     reference: { label: 'bare ws broadcast', value: median(size.referenceMs) },
-    target: { kind: 'ratio-at-most', value: 1.25 },
+    target: { kind: 'ratio-at-most', value: size.clients <= 1000 ? TARGET_AT_1000 : TARGET },
   };
 }
 

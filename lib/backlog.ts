@@ -7,7 +7,7 @@ import { EventBuffer, type ReadSpan } from './buffer.js';
 import { cursorAfter, type Cursor } from './cursor.js';
 import { eventsFrame } from './frames.js';
 import type { Filter } from './group.js';
-import { EVENT_COLUMNS, toEvent, type OutboxRow } from './outbox.js';
+import { EVENT_COLUMNS, fetchRows, toEvent, type OutboxRow } from './outbox.js';
 import { checkout } from './pool.js';
 import { visible, type Snapshot } from './snapshot.js';
 
@@ -68,10 +68,10 @@ export async function sendBacklog(request: BacklogRequest): Promise<number> {
       request.onMessage?.(events.length, frame.length, (events[0] as { timestamp: string }).timestamp);
     };
     for (;;) {
-      const { rows } = await client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_backlog`, rowMode: 'array' });
+      const { rows } = await client.query<OutboxRow>(fetchRows(`FETCH ${batchSize} FROM task_events_backlog`));
       for (const row of rows) {
-        // in the cursor's read while `upto` sees it; `xid` is the row's last column
-        const read = from.lastId !== null && visible(from.upto, Number(row[6])) ? inCursorRead : beyond;
+        // in the cursor's read while `upto` sees it
+        const read = from.lastId !== null && visible(from.upto, Number(row[4])) ? inCursorRead : beyond;
         waiting.push(toEvent(row, read));
       }
       const more = rows.length === batchSize;

@@ -90,7 +90,12 @@ function byTimestamp(chunk: TaskEvent[]): TaskEvent[] {
 
 /** The frame for one message: a JSON array of the events, built from their serialized forms. */
 export function serialize(chunk: readonly TaskEvent[]): Buffer {
+  return Buffer.from(eventsArray(chunk));
+}
+
+/** The JSON array of the events, as text (a v2 frame wraps it before it is encoded once). */
+export function eventsArray(chunk: readonly TaskEvent[]): string {
   let text = '[';
   for (let i = 0; i < chunk.length; i++) text += (i ? ',' : '') + (chunk[i] as TaskEvent).json;
-  return Buffer.from(text + ']');
+  return text + ']';
 }

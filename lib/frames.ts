@@ -1,6 +1,6 @@
 // The text frames of protocol v2 (v1's message is a bare array: buffer.ts `serialize`). Built
 // from each event's JSON, serialized once when it was read.
-import { serialize, type TaskEvent } from './buffer.js';
+import { eventsArray, type TaskEvent } from './buffer.js';
 
 /** The subprotocol a client offers to speak v2. */
 export const V2_PROTOCOL = 'task-events.v2';
@@ -12,7 +12,7 @@ export function readyFrame(cursor: string): string {
 
 /** `{"type":"events","events":[…],"cursor":…}`: one message; the cursor is right after it. */
 export function eventsFrame(events: readonly TaskEvent[], cursor: string): Buffer {
-  return Buffer.concat([Buffer.from('{"type":"events","events":'), serialize(events), Buffer.from(`,"cursor":"${cursor}"}`)]);
+  return Buffer.from(`{"type":"events","events":${eventsArray(events)},"cursor":"${cursor}"}`);
 }
 
 /** `{"type":"cursor","cursor":…}`: the point moved on without events for this client. */

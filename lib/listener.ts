@@ -6,6 +6,7 @@ import { ListenConnection } from './listen-connection.js';
 import { currentSnapshot, doorbellTaken, outboxPosition, readOutbox } from './outbox.js';
 import { checkout } from './pool.js';
 import { retryDelay } from './retry.js';
+import { visible, type Snapshot } from './snapshot.js';
 
 /**
  * The channel the capture triggers notify (only the first writer after each read: the doorbell);
@@ -55,8 +56,11 @@ const DOORBELL_CHECK = 200;
 export class Listener extends EventEmitter {
   readonly #options: ListenerOptions;
   #snapshot: string | null = null;
-  /** Ids handed on by a read that failed half-way: the retry must not hand them on again. */
-  #handedOn = new Set<number>();
+  /**
+   * What reads that failed half-way handed on: the events their snapshot `upto` sees, up to outbox
+   * id `lastId` (a read hands on in id order). The retry must not hand them on again.
+   */
+  #handedOn: { upto: Snapshot; lastId: number }[] = [];
   #reading: Promise<void> | null = null;
   #readAgain = false;
   #readFailures = 0;
@@ -163,24 +167,31 @@ export class Listener extends EventEmitter {
     }
   }
 
+  /** Whether a read that failed half-way handed `event` on. */
+  #wasHandedOn(event: TaskEvent): boolean {
+    return this.#handedOn.some(({ upto, lastId }) => event.id <= lastId && visible(upto, event.xid));
+  }
+
   /** One read: the events committed since the last one, and whether others were writing. */
   async #read(): Promise<{ count: number; writing: boolean; read: ReadSpan }> {
     const { pool, readBatchSize, onEvents } = this.#options;
     const client = await checkout(pool);
     let count = 0;
+    let handedOn: { upto: Snapshot; lastId: number } | null = null;
     try {
       const { snapshot, read, writing } = await readOutbox(client, this.#snapshot as string, readBatchSize, (batch) => {
-        const events = batch.filter((event) => !this.#handedOn.has(event.id));
-        for (const event of events) this.#handedOn.add(event.id);
+        const events = this.#handedOn.length === 0 ? batch : batch.filter((event) => !this.#wasHandedOn(event));
+        handedOn = { upto: (batch[0] as TaskEvent).read.upto, lastId: (batch.at(-1) as TaskEvent).id };
         if (events.length === 0) return;
         count += events.length;
         onEvents(events);
       });
       this.#snapshot = snapshot;
-      this.#handedOn.clear();
+      this.#handedOn = [];
       client.giveBack();
       return { count, writing, read };
     } catch (error) {
+      if (handedOn) this.#handedOn.push(handedOn);
       client.giveBack(error as Error);
       throw error;
     }

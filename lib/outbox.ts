@@ -16,8 +16,15 @@ import { parseSnapshot, type Snapshot } from './snapshot.js';
 /** An outbox row's `created_at` as the contract writes timestamps: ISO 8601, microseconds, `+00:00`. */
 export const EVENT_TIMESTAMP = `to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')`;
 
+// The event as a client receives it, serialized by the database: each field the reader takes costs
+// it a string (and the pg driver's parse of it), so the client's JSON comes whole, in one field.
+// The event name is quoted as JSON (the outbox's owner could write any text there by hand); the
+// timestamp comes last, at a fixed place from the end (see toEvent).
+const EVENT_JSON = `'{"task_id":' || task_id || ',"object_class_id":' || coalesce(object_class_id::text, 'null')
+  || ',"event":' || to_json(event)::text || ',"timestamp":"' || ${EVENT_TIMESTAMP} || '"}'`;
+
 /** The columns of an {@link OutboxRow}, in its order. */
-export const EVENT_COLUMNS = `id, environment_id, task_id, object_class_id, event, ${EVENT_TIMESTAMP} AS timestamp, xid::text`;
+export const EVENT_COLUMNS = `id, environment_id, object_class_id, event, xid, ${EVENT_JSON} AS json`;
 
 function newRows(since: string): string {
   return `
@@ -33,15 +40,15 @@ function newRows(since: string): string {
   ) AS new_rows`;
 }
 
-// Before each read (one round trip, task_events.before_read()): when other transactions hold the
-// outbox (they have written events and not committed yet), a follow-up read comes soon and the
-// doorbell stays as it is (under a steady write load nobody notifies; the follow-ups read). When
-// nobody holds it: re-arm the doorbell (the next writer to take its first value notifies), look
-// again, then take the snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses
-// either held the outbox when we looked (so we read again soon) or wrote after the arm (so it, or
-// an earlier writer since the arm, rings, and the doorbell look catches a ringer that is slow or
-// rolled back). See migrations/001.do.outbox.sql.
-const BEFORE_READ = 'SELECT task_events.before_read() AS writing';
+// Before each read (task_events.before_read(), in a transaction of its own that ends before the
+// read's snapshot is taken): when other transactions hold the outbox (they have written events
+// and not committed yet), a follow-up read comes soon and the doorbell stays as it is (under a
+// steady write load nobody notifies; the follow-ups read). When nobody holds it: re-arm the
+// doorbell (the next writer to take its first value notifies), look again, then take the
+// snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses either held the
+// outbox when we looked (so we read again soon) or wrote after the arm (so it, or an earlier
+// writer since the arm, rings, and the doorbell look catches a ringer that is slow or rolled
+// back). See migrations/001.do.outbox.sql.
 
 /** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
 const READ_WORK_MEM = '64MB';
@@ -50,35 +57,46 @@ const READ_WORK_MEM = '64MB';
 const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
 
 /**
- * Opens the read in one round trip: the transaction, its snapshot (the next read's start) and the
- * cursor over the rows committed since `since`, with its first batch.
+ * Opens the read in one round trip: the look before it, then the transaction, its snapshot (the
+ * next read's start) and the cursor over the rows committed since `since`, with its first batch.
  */
 function openRead(since: string, batchSize: number): string {
   if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
-  return `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+  return `BEGIN; SELECT task_events.before_read(); COMMIT;
+    BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
     SET LOCAL work_mem = '${READ_WORK_MEM}';
-    SELECT pg_current_snapshot()::text AS snapshot;
+    SELECT pg_current_snapshot();
     DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${newRows(since)};
     FETCH ${batchSize} FROM task_events_new_rows`;
 }
 
-/** A row of newRows() (or a backlog read), fetched as an array (no object per row). */
-export type OutboxRow = [id: string, environmentId: string, taskId: string, objectClassId: string | null, event: string, timestamp: string, xid: string];
+/** A row of newRows() (or a backlog read), fetched as an array of the texts PostgreSQL wrote. */
+export type OutboxRow = [id: string, environmentId: string, objectClassId: string | null, event: string, xid: string, json: string];
+
+const AS_WRITTEN = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
+
+/**
+ * Fetches rows as PostgreSQL writes them (rowMode array, no type parsing: pg's parser for bigint
+ * tests each value with a regular expression; toEvent converts what it uses).
+ */
+export function fetchRows(text: string): pg.QueryArrayConfig {
+  return { text, rowMode: 'array', types: AS_WRITTEN };
+}
+
+/** Where the timestamp sits in an event's JSON: it ends `"timestamp":"<32 characters>"}`. */
+const TIMESTAMP_FROM_END = -34;
 
 /** An outbox row as the hub takes it, of the read `read`. */
-export function toEvent([id, environmentId, taskId, objectClassId, event, timestamp, xid]: OutboxRow, read: ReadSpan): TaskEvent {
-  const classId = objectClassId === null ? null : Number(objectClassId);
+export function toEvent([id, environmentId, objectClassId, event, xid, json]: OutboxRow, read: ReadSpan): TaskEvent {
   return {
     id: Number(id),
     xid: Number(xid),
     read,
     environmentId: Number(environmentId),
-    objectClassId: classId,
+    objectClassId: objectClassId === null ? null : Number(objectClassId),
     event,
-    timestamp,
-    // timestamps come from to_char (nothing to escape); the event name is quoted as JSON, since
-    // the outbox's owner could write any text there by hand
-    json: `{"task_id":${Number(taskId)},"object_class_id":${classId},"event":${JSON.stringify(event)},"timestamp":"${timestamp}"}`,
+    timestamp: json.slice(TIMESTAMP_FROM_END, -2),
+    json,
   };
 }
 
@@ -94,7 +112,8 @@ export interface ReadOutcome {
 
 /**
  * Reads the rows committed since the snapshot `since`, `batchSize` at a time, handing each batch
- * on in outbox order; the database prepares the next batch while this one is handed on.
+ * (never an empty one) on in outbox order; the database prepares the next batch while this one is
+ * handed on.
  */
 export async function readOutbox(
   client: pg.PoolClient,
@@ -102,23 +121,25 @@ export async function readOutbox(
   batchSize: number,
   onBatch: (events: TaskEvent[]) => void,
 ): Promise<ReadOutcome> {
-  const writing = Boolean((await client.query<{ writing: boolean }>(BEFORE_READ)).rows[0]?.writing);
-  // One result per statement of openRead(): BEGIN, SET, the snapshot, DECLARE, the first FETCH.
-  const [, , snapshotResult, , firstBatch] = (await client.query({ text: openRead(since, batchSize), rowMode: 'array' })) as unknown as pg.QueryResult[];
-  const snapshot = String((snapshotResult?.rows[0] as unknown[])[0]);
+  // One result per statement of openRead(): BEGIN, the look, COMMIT, BEGIN, SET, the snapshot,
+  // DECLARE, the first FETCH.
+  const results = (await client.query(fetchRows(openRead(since, batchSize)))) as unknown as pg.QueryArrayResult[];
+  const [, lookResult, , , , snapshotResult, , firstBatch] = results;
+  const writing = lookResult?.rows[0]?.[0] === 't';
+  const snapshot = String(snapshotResult?.rows[0]?.[0]);
   const read: ReadSpan = { since: parseSnapshot(since) as Snapshot, upto: parseSnapshot(snapshot) as Snapshot };
-  const fetch = (): Promise<pg.QueryResult<OutboxRow>> => {
-    const fetched = client.query<OutboxRow>({ text: `FETCH ${batchSize} FROM task_events_new_rows`, rowMode: 'array' });
+  const fetch = (): Promise<pg.QueryArrayResult<OutboxRow>> => {
+    const fetched = client.query<OutboxRow>(fetchRows(`FETCH ${batchSize} FROM task_events_new_rows`));
     // awaited below; if handing on the batch before it throws, its failure must not go unhandled
     fetched.catch(() => {});
     return fetched;
   };
-  let next = Promise.resolve(firstBatch as pg.QueryResult<OutboxRow>);
+  let next = Promise.resolve(firstBatch as pg.QueryArrayResult<OutboxRow>);
   for (;;) {
     const batch = await next;
     const more = batch.rows.length === batchSize;
     if (more) next = fetch();
-    onBatch(batch.rows.map((row) => toEvent(row, read)));
+    if (batch.rows.length) onBatch(batch.rows.map((row) => toEvent(row, read)));
     if (!more) break;
   }
   await client.query('COMMIT');
