@@ -76,7 +76,7 @@ each against its reference in the same run). Written by the run itself; its JSON
 ${markdownTable(rows)}
 
 How each is measured: the header comment of its file in bench/ (write-path.ts, bulk.ts, fanout.ts,
-memory.ts, latency.ts, resume.ts, storm.ts, scale-out.ts). Fan-out time against the number of clients (v1 clients):
+memory.ts, latency.ts, resume.ts, storm.ts, scale-out.ts). Fan-out time against the number of clients (v1 and v2 clients):
 
 ![Fan-out: commit → all clients have 1,000 events, ours vs a bare ws broadcast](fanout.svg)
 `;
