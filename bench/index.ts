@@ -66,7 +66,7 @@ function resultsMarkdown(started: Date, seconds: number, postgres: string, rows:
   const host = machine();
   return `# Benchmark results
 
-The latest full run of \`npm run bench\` (the measurements of issue 4 and of protocol v2, issue 11,
+The latest full run of \`npm run bench\` (the measurements of issues 4, 11 (protocol v2) and 14,
 each against its reference in the same run). Written by the run itself; its JSON is \`${file.replace(/^.*\/bench\//, 'bench/')}\` (git-ignored).
 
 - Date: ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${Math.round(seconds / 60)} min
