@@ -43,12 +43,12 @@ function newRows(since: string): string {
 // Before each read (task_events.before_read(), in a transaction of its own that ends before the
 // read's snapshot is taken): when other transactions hold the outbox (they have written events
 // and not committed yet), a follow-up read comes soon and the doorbell stays as it is (under a
-// steady write load nobody notifies; the follow-ups read). When nobody holds it: re-arm the
-// doorbell (the next writer to take its first value notifies), look again, then take the
-// snapshot. Arm, look, snapshot, in this order: a writer the snapshot misses either held the
+// steady write load nobody notifies; the follow-ups read). When nobody holds it, it re-arms the
+// doorbell (the next writer to take its first value notifies) under a lock that keeps writers
+// out until its transaction ends; then the snapshot. A writer the snapshot misses either held the
 // outbox when we looked (so we read again soon) or wrote after the arm (so it, or an earlier
 // writer since the arm, rings, and the doorbell look catches a ringer that is slow or rolled
-// back). See migrations/001.do.outbox.sql.
+// back). See migrations/006.do.cheaper-capture.sql.
 
 /** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
 const READ_WORK_MEM = '64MB';
