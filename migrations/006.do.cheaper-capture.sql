@@ -23,6 +23,9 @@ EXCEPTION WHEN lock_not_available THEN
 END
 $$;
 
+-- 001's look at pg_locks, which nothing calls any more.
+DROP FUNCTION task_events.others_writing();
+
 -- The condition, in a generated UPDATE capture, that a column's value changed. For the types whose
 -- equality is byte equality (integers, boolean, uuid, enums; text and varchar compared under
 -- COLLATE "C"), their own = operator, at less than half the cost of the record comparison
