@@ -6,8 +6,9 @@
 // the most wake-ups per event, the costliest pattern for the outbox reads. Every instance reads every
 // event (PostgreSQL is the bus), so each pays its own reads. Over a window of `seconds` of writes
 // (less the first second's writes, the warm-up, and the last half second's), for each N:
-// - DB CPU of the outbox reads, per instance: the CPU time (utime + stime, from /proc: the server
-//   runs on this machine; pg_stat_statements is not loaded) of the instance's pool backends, which
+// - DB CPU of the outbox reads, per instance (accounted in bench/scale-cpu.ts): the CPU time
+//   (utime + stime, from /proc: the server runs on this machine; pg_stat_statements is not
+//   loaded) of the instance's pool backends, which
 //   between handshakes do nothing but the listener's work (a read's two round trips, and a look at
 //   the doorbell every 200 ms), told apart by the application_name each instance connects with and
 //   from its LISTEN connection by its statements; per second of wall time, per read (the
@@ -35,8 +36,8 @@ import { issueTokens } from '../harness/db.js';
 import type { PluginStats } from '../harness/lines.js';
 import { startLoadServer } from '../harness/load.js';
 import type { ServerProcess } from '../harness/server-process.js';
-import { machineCpuMs, processCpuMs, sampleServerCpu, serverCpuBetween, type ServerCpuSample } from './cpu-time.js';
 import { createTasks, Deliveries, join, runWriter } from './latency.js';
+import { APPLICATION, asApplication, round, sample, windowCpu, type InstanceFigures, type WindowCpu } from './scale-cpu.js';
 import { isMain, runStandalone } from './standalone.js';
 import { positiveArgs, type BenchOptions, type BenchRow } from './support.js';
 
@@ -71,49 +72,9 @@ const CALIBRATION_EVENTS = 50_000;
 const CONNECT_CONCURRENCY = 24;
 /** Deadline of starting the servers and connecting the clients, ms. */
 const TIMEOUT = 120_000;
-/** Every instance's application_name starts with this, then its number; the writer's is `…-writer`. */
-const APPLICATION = 'scale-out';
 
 /** What {@link measure} does. */
 export type ScaleOptions = BenchOptions & Partial<typeof DEFAULTS>;
-
-/** One instance's share of a window. */
-export interface InstanceFigures {
-  /** CPU ms of its pool backends (the outbox reads and doorbell looks), and of its LISTEN connection. */
-  readsCpuMs: number;
-  listenCpuMs: number;
-  /** Pool backends seen. */
-  readBackends: number;
-  /** Outbox reads (`caught-up`) and events read. */
-  reads: number;
-  eventsRead: number;
-  /** CPU ms of the instance's process. */
-  processCpuMs: number;
-}
-
-/** The CPU of one window, split by who spent it; ms of CPU per second of the window unless said. */
-export interface WindowCpu {
-  seconds: number;
-  perInstance: InstanceFigures[];
-  /** The outbox reads' DB CPU: per instance (mean) and in all, ms/s; per read, ms; per event read, µs. */
-  readsCpu: { perInstance: number; total: number; perRead: number; perEventMicros: number };
-  /** Reads a second, per instance (mean); events read per read. */
-  readsPerSecond: number;
-  eventsPerRead: number;
-  /** The LISTEN connections in all; the writer's backend; the bench database's backends and the server's background processes in all; other databases' backends (other work on the server). */
-  listenCpu: number;
-  /** null when its backend had gone by the window's end (a machine so busy that the window closed late). */
-  writerCpu: number | null;
-  databaseCpu: number;
-  otherDatabasesCpu: number;
-  /** The instances' processes in all; the clients' (the bench's own) process; the machine's busy cores (of `cores`). */
-  instancesCpu: number;
-  clientsCpu: number;
-  machineBusy: number;
-  cores: number;
-  /** The machine's busy time not accounted for above: the writer's process, and any other work on the machine (a disturbed run). */
-  elsewhere: number;
-}
 
 /** One round: N instances. */
 export interface RoundResult extends WindowCpu {
@@ -152,105 +113,12 @@ export interface ScaleDetail extends Omit<typeof DEFAULTS, 'instances'> {
   rounds: RoundResult[];
 }
 
-/** `databaseUrl` connecting as `application_name` (how the instances' backends are told apart). */
-function asApplication(databaseUrl: string, name: string): string {
-  const url = new URL(databaseUrl);
-  url.searchParams.set('application_name', name);
-  return url.toString();
-}
 
 /** 1, 2, 4, … up to `most` (and `most` itself). */
 function instanceCounts(most: number): number[] {
   const counts: number[] = [];
   for (let count = 1; count < most; count *= 2) counts.push(count);
   return [...counts, most];
-}
-
-/** One moment: the database server's processes, the instances', the machine's, ours. */
-interface Sample {
-  server: ServerCpuSample;
-  instances: { cpuMs: number; reads: number; eventsRead: number }[];
-  machine: { busy: number; total: number };
-  clients: NodeJS.CpuUsage;
-}
-
-async function sample(monitor: pg.Client, servers: readonly ServerProcess<PluginStats>[]): Promise<Sample> {
-  const [server, instances, machine] = await Promise.all([
-    sampleServerCpu(monitor),
-    Promise.all(servers.map(async (each) => ({ cpuMs: (await processCpuMs(each.pid)) ?? NaN, reads: each.count('caught-up'), eventsRead: (await each.stats()).eventsReceived }))),
-    machineCpuMs(),
-  ]);
-  return { server, instances, machine, clients: process.cpuUsage() };
-}
-
-/** Whether a backend of an instance is its LISTEN connection (pg-listen's statements) rather than one of its pool. */
-function isListenConnection(query: string): boolean {
-  return query.startsWith('LISTEN') || query === 'SELECT pg_backend_pid()';
-}
-
-const INSTANCE = new RegExp(`^${APPLICATION}-(\\d+)$`);
-
-function round(value: number, digits = 1): number {
-  return Math.round(value * 10 ** digits) / 10 ** digits;
-}
-
-/** The CPU spent between two samples of the same instances, split by who spent it. */
-function windowCpu(before: Sample, after: Sample, database: string): WindowCpu {
-  const seconds = (after.server.at - before.server.at) / 1000;
-  const perInstance: InstanceFigures[] = after.instances.map((each, index) => ({
-    readsCpuMs: 0,
-    listenCpuMs: 0,
-    readBackends: 0,
-    reads: each.reads - (before.instances[index]?.reads ?? 0),
-    eventsRead: each.eventsRead - (before.instances[index]?.eventsRead ?? 0),
-    processCpuMs: each.cpuMs - (before.instances[index]?.cpuMs ?? 0),
-  }));
-  let writer: number | null = null;
-  let ours = 0;
-  let others = 0;
-  for (const { ms, info } of serverCpuBetween(before.server, after.server)) {
-    if (info?.database && info.database !== database) {
-      others += ms;
-      continue;
-    }
-    ours += ms;
-    const instance = INSTANCE.exec(info?.application ?? '');
-    if (info?.application === `${APPLICATION}-writer`) writer = (writer ?? 0) + ms;
-    else if (instance) {
-      const figures = perInstance[Number(instance[1])] as InstanceFigures;
-      if (isListenConnection(info?.query ?? '')) figures.listenCpuMs += ms;
-      else {
-        figures.readsCpuMs += ms;
-        figures.readBackends++;
-      }
-    }
-  }
-  const sum = (pick: (figures: InstanceFigures) => number): number => perInstance.reduce((total, figures) => total + pick(figures), 0);
-  const readsCpuMs = sum((figures) => figures.readsCpuMs);
-  const reads = sum((figures) => figures.reads);
-  const eventsRead = sum((figures) => figures.eventsRead);
-  const clientsMicros = after.clients.user + after.clients.system - before.clients.user - before.clients.system;
-  return {
-    seconds: round(seconds, 2),
-    perInstance,
-    readsCpu: {
-      perInstance: round(readsCpuMs / perInstance.length / seconds),
-      total: round(readsCpuMs / seconds),
-      perRead: round(readsCpuMs / reads, 3),
-      perEventMicros: round((readsCpuMs * 1000) / eventsRead),
-    },
-    readsPerSecond: round(reads / perInstance.length / seconds),
-    eventsPerRead: round(eventsRead / reads, 2),
-    listenCpu: round(sum((figures) => figures.listenCpuMs) / seconds),
-    writerCpu: writer === null ? null : round(writer / seconds),
-    databaseCpu: round(ours / seconds),
-    otherDatabasesCpu: round(others / seconds),
-    instancesCpu: round(sum((figures) => figures.processCpuMs) / seconds),
-    clientsCpu: round(clientsMicros / 1000 / seconds),
-    machineBusy: round((after.machine.busy - before.machine.busy) / seconds),
-    cores: Math.round((after.machine.total - before.machine.total) / seconds / 1000),
-    elsewhere: round((after.machine.busy - before.machine.busy - ours - others - sum((figures) => figures.processCpuMs) - clientsMicros / 1000) / seconds),
-  };
 }
 
 /** What the rounds share. */

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../example/embedded.js';
@@ -43,6 +44,20 @@ export interface BenchDatabase {
 }
 
 /**
+ * Waits (up to 5 s) until no one is connected to `database`. A pool's end() resolves before its
+ * connections have closed: a forced drop meanwhile would kill one mid-close, and its pool would
+ * raise that error with no one listening (the bench process dies).
+ */
+async function connectionsGone(admin: pg.Client, database: string): Promise<void> {
+  const deadline = performance.now() + 5000;
+  while (performance.now() < deadline) {
+    const { rows } = await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]);
+    if (rows[0]?.n === 0) return;
+    await sleep(20);
+  }
+}
+
+/**
  * Runs `work` against a fresh database with our migrations and the reference schema (triggers
  * attached), dropped afterwards; starts and stops an embedded PostgreSQL when no server is named.
  */
@@ -71,6 +86,7 @@ export async function withBenchDatabase<T>(work: (database: BenchDatabase) => Pr
     }
     return await work({ url: url.toString(), serverUrl });
   } finally {
+    await connectionsGone(admin, name);
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
     await admin.end();
     await stopEmbedded();

@@ -13,11 +13,12 @@ import { visible, type Snapshot } from './snapshot.js';
 
 // In the cursor's read first (what `upto` sees, after `lastId`), then what the handshake's
 // snapshot sees beyond it, each in id order: the order in which a cursor can follow them. `xid >=
-// xmin(floor)` lets the xid index skip all that the cursor's floor has.
+// xmin(floor)` lets the xid index skip all that the cursor's floor has, `xid < xmax(handshake's)`
+// the transactions begun after the handshake (a bulk write still open).
 const BACKLOG = `
   SELECT ${EVENT_COLUMNS}
   FROM task_events.outbox
-  WHERE xid >= pg_snapshot_xmin($1::pg_snapshot)
+  WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND xid < pg_snapshot_xmax($7::pg_snapshot)
     AND environment_id = $4
     AND ($5::bigint[] IS NULL OR object_class_id = ANY ($5))
     AND ($6::text[] IS NULL OR event = ANY ($6))

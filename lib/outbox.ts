@@ -26,15 +26,35 @@ const EVENT_JSON = `'{"task_id":' || task_id || ',"object_class_id":' || coalesc
 /** The columns of an {@link OutboxRow}, in its order. */
 export const EVENT_COLUMNS = `id, environment_id, object_class_id, event, xid, ${EVENT_JSON} AS json`;
 
-function newRows(since: string): string {
+// Only what the read's own snapshot (pg_current_snapshot() in its transaction) can see is looked
+// up in the xid index: the ranges between `since`'s xmax and the read's, less the transactions
+// the read sees running, and those of `since`'s running ones that have ended since. The rows of a
+// transaction still open (a bulk UPDATE, a long import) are not even visited: a read while one
+// runs no longer walks its rows only to find them invisible (test/outbox-read.test.ts counts the
+// pages a read visits).
+/** The read's query: the rows committed after `since` that the running transaction's snapshot sees, in id order. */
+export function newRows(since: string): string {
+  const xmax = Number(since.split(':')[1]);
+  const current = 'pg_current_snapshot()';
+  const columns = 'id, environment_id, task_id, object_class_id, event, created_at, xid';
   return `
   SELECT ${EVENT_COLUMNS}
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
-    SELECT id, environment_id, task_id, object_class_id, event, created_at, xid
+    SELECT ${columns}
+    FROM (
+      SELECT bound AS above, lead(bound) OVER (ORDER BY bound) AS below
+      FROM (
+        SELECT '${xmax - 1}'::xid8 AS bound
+        UNION ALL SELECT xid FROM pg_snapshot_xip(${current}) AS running(xid) WHERE xid >= '${xmax}'::xid8
+        UNION ALL SELECT pg_snapshot_xmax(${current})
+      ) AS bounds
+    ) AS ranges
+    JOIN task_events.outbox ON xid > above AND xid < below
+    UNION ALL
+    SELECT ${columns}
     FROM task_events.outbox
-    WHERE xid >= pg_snapshot_xmax('${since}'::pg_snapshot)
-       OR xid = ANY (ARRAY(SELECT pg_snapshot_xip('${since}'::pg_snapshot)))
+    WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip('${since}'::pg_snapshot) EXCEPT SELECT pg_snapshot_xip(${current})))
     ORDER BY id
     OFFSET 0
   ) AS new_rows`;
@@ -50,8 +70,13 @@ function newRows(since: string): string {
 // writer since the arm, rings, and the doorbell look catches a ringer that is slow or rolled
 // back). See migrations/006.do.cheaper-capture.sql.
 
-/** The read transaction's work_mem (the server's default is 4MB): a 100k-row statement's events are sorted in memory. */
-const READ_WORK_MEM = '64MB';
+/**
+ * The read transaction's settings: work_mem (the server's default is 4MB) so that a 100k-row
+ * statement's events are sorted in memory; no JIT, whose compiling (a quarter of a second) the
+ * planner would choose for every read of a large outbox: it cannot know how few rows the ranges
+ * of newRows() hold.
+ */
+const READ_SETTINGS = `SELECT set_config('work_mem', '64MB', true), set_config('jit', 'off', true)`;
 
 /** A snapshot as pg_current_snapshot() writes it (xmin:xmax:xip,…): safe to put in SQL text. */
 const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
@@ -64,7 +89,7 @@ function openRead(since: string, batchSize: number): string {
   if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
   return `BEGIN; SELECT task_events.before_read(); COMMIT;
     BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-    SET LOCAL work_mem = '${READ_WORK_MEM}';
+    ${READ_SETTINGS};
     SELECT pg_current_snapshot();
     DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${newRows(since)};
     FETCH ${batchSize} FROM task_events_new_rows`;
@@ -121,8 +146,8 @@ export async function readOutbox(
   batchSize: number,
   onBatch: (events: TaskEvent[]) => void,
 ): Promise<ReadOutcome> {
-  // One result per statement of openRead(): BEGIN, the look, COMMIT, BEGIN, SET, the snapshot,
-  // DECLARE, the first FETCH.
+  // One result per statement of openRead(): BEGIN, the look, COMMIT, BEGIN, the settings, the
+  // snapshot, DECLARE, the first FETCH.
   const results = (await client.query(fetchRows(openRead(since, batchSize)))) as unknown as pg.QueryArrayResult[];
   const [, lookResult, , , , snapshotResult, , firstBatch] = results;
   const writing = lookResult?.rows[0]?.[0] === 't';
