@@ -4,15 +4,8 @@ import type pg from 'pg';
 import type { ReadSpan, TaskEvent } from './buffer.js';
 import type { Cursor } from './cursor.js';
 import { onLiveConnection } from './pool.js';
-import { parseSnapshot, type Snapshot } from './snapshot.js';
+import { parseSnapshot, unseen, type Snapshot } from './snapshot.js';
 
-// Rows committed after the snapshot `since`: their transaction had not started by then
-// (xid >= xmax) or was still running (xid in xip). Every other row was visible to that snapshot
-// or never commits. Read inside a REPEATABLE READ transaction whose snapshot becomes the next
-// `since`, the reads tile the outbox's commit history with no gap and no overlap, whatever order
-// concurrent transactions commit in. The snapshot is written into the text, not bound: the read
-// opens with several statements in one round trip, which PostgreSQL takes only without parameters
-// (SNAPSHOT below checks its shape first).
 /** An outbox row's `created_at` as the contract writes timestamps: ISO 8601, microseconds, `+00:00`. */
 export const EVENT_TIMESTAMP = `to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')`;
 
@@ -26,35 +19,30 @@ const EVENT_JSON = `'{"task_id":' || task_id || ',"object_class_id":' || coalesc
 /** The columns of an {@link OutboxRow}, in its order. */
 export const EVENT_COLUMNS = `id, environment_id, object_class_id, event, xid, ${EVENT_JSON} AS json`;
 
-// Only what the read's own snapshot (pg_current_snapshot() in its transaction) can see is looked
-// up in the xid index: the ranges between `since`'s xmax and the read's, less the transactions
-// the read sees running, and those of `since`'s running ones that have ended since. The rows of a
-// transaction still open (a bulk UPDATE, a long import) are not even visited: a read while one
-// runs no longer walks its rows only to find them invisible (test/outbox-read.test.ts counts the
-// pages a read visits).
-/** The read's query: the rows committed after `since` that the running transaction's snapshot sees, in id order. */
-export function newRows(since: string): string {
-  const xmax = Number(since.split(':')[1]);
-  const current = 'pg_current_snapshot()';
-  const columns = 'id, environment_id, task_id, object_class_id, event, created_at, xid';
+// Rows committed after the snapshot `since` that the read's snapshot `upto` sees: their
+// transaction had not started by `since` (xid >= xmax) or was still running (xid in xip), and had
+// committed by `upto`. Read inside a REPEATABLE READ transaction whose snapshot is `upto` and
+// becomes the next `since`, the reads tile the outbox's commit history with no gap and no
+// overlap, whatever order concurrent transactions commit in. Only those xids are looked up in the
+// index (unseen(): the ranges between the two snapshots, around the transactions `upto` saw
+// running): the rows of a transaction still open (a bulk UPDATE, a long import) are not visited,
+// where a look by `xid >= xmax` alone walked them all at every read only to find them invisible
+// (test/outbox-read.test.ts counts the pages a read visits). The xids are written into the text,
+// not bound: the cursor is opened with other statements in one round trip, which PostgreSQL takes
+// only without parameters (they are numbers, from parsed snapshots).
+/** The read's query, or null when nothing can have committed between the two snapshots. */
+export function newRows({ since, upto }: ReadSpan): string | null {
+  const { ranges, xids } = unseen(since, upto);
+  const conditions = ranges.map(([above, below]) => `(xid > '${above}'::xid8 AND xid < '${below}'::xid8)`);
+  if (xids.length) conditions.push(`xid = ANY ('{${xids.join(',')}}'::xid8[])`);
+  if (!conditions.length) return null;
   return `
   SELECT ${EVENT_COLUMNS}
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
-    SELECT ${columns}
-    FROM (
-      SELECT bound AS above, lead(bound) OVER (ORDER BY bound) AS below
-      FROM (
-        SELECT '${xmax - 1}'::xid8 AS bound
-        UNION ALL SELECT xid FROM pg_snapshot_xip(${current}) AS running(xid) WHERE xid >= '${xmax}'::xid8
-        UNION ALL SELECT pg_snapshot_xmax(${current})
-      ) AS bounds
-    ) AS ranges
-    JOIN task_events.outbox ON xid > above AND xid < below
-    UNION ALL
-    SELECT ${columns}
+    SELECT id, environment_id, task_id, object_class_id, event, created_at, xid
     FROM task_events.outbox
-    WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip('${since}'::pg_snapshot) EXCEPT SELECT pg_snapshot_xip(${current})))
+    WHERE ${conditions.join(' OR ')}
     ORDER BY id
     OFFSET 0
   ) AS new_rows`;
@@ -71,29 +59,14 @@ export function newRows(since: string): string {
 // back). See migrations/006.do.cheaper-capture.sql.
 
 /**
- * The read transaction's settings: work_mem (the server's default is 4MB) so that a 100k-row
- * statement's events are sorted in memory; no JIT, whose compiling (a quarter of a second) the
- * planner would choose for every read of a large outbox: it cannot know how few rows the ranges
- * of newRows() hold.
+ * Opens the read: the look before it, then the transaction, its snapshot (the next read's start)
+ * and its settings: work_mem (the server's default is 4MB) so that a 100k-row statement's events
+ * are sorted in memory; no JIT, whose compiling (a quarter of a second) costs far more than it
+ * saves on a read.
  */
-const READ_SETTINGS = `SELECT set_config('work_mem', '64MB', true), set_config('jit', 'off', true)`;
-
-/** A snapshot as pg_current_snapshot() writes it (xmin:xmax:xip,…): safe to put in SQL text. */
-const SNAPSHOT = /^\d+:\d+:(\d+(,\d+)*)?$/;
-
-/**
- * Opens the read in one round trip: the look before it, then the transaction, its snapshot (the
- * next read's start) and the cursor over the rows committed since `since`, with its first batch.
- */
-function openRead(since: string, batchSize: number): string {
-  if (!SNAPSHOT.test(since)) throw new Error(`task events: not a snapshot: ${since}`);
-  return `BEGIN; SELECT task_events.before_read(); COMMIT;
-    BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
-    ${READ_SETTINGS};
-    SELECT pg_current_snapshot();
-    DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${newRows(since)};
-    FETCH ${batchSize} FROM task_events_new_rows`;
-}
+const OPEN_READ = `BEGIN; SELECT task_events.before_read(); COMMIT;
+  BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+  SELECT pg_current_snapshot(), set_config('work_mem', '64MB', true), set_config('jit', 'off', true)`;
 
 /** A row of newRows() (or a backlog read), fetched as an array of the texts PostgreSQL wrote. */
 export type OutboxRow = [id: string, environmentId: string, objectClassId: string | null, event: string, xid: string, json: string];
@@ -138,7 +111,8 @@ export interface ReadOutcome {
 /**
  * Reads the rows committed since the snapshot `since`, `batchSize` at a time, handing each batch
  * (never an empty one) on in outbox order; the database prepares the next batch while this one is
- * handed on.
+ * handed on. The look and the snapshot take one round trip; the cursor and its first batch a
+ * second, skipped when nothing can have committed since `since`.
  */
 export async function readOutbox(
   client: pg.PoolClient,
@@ -146,26 +120,32 @@ export async function readOutbox(
   batchSize: number,
   onBatch: (events: TaskEvent[]) => void,
 ): Promise<ReadOutcome> {
-  // One result per statement of openRead(): BEGIN, the look, COMMIT, BEGIN, the settings, the
-  // snapshot, DECLARE, the first FETCH.
-  const results = (await client.query(fetchRows(openRead(since, batchSize)))) as unknown as pg.QueryArrayResult[];
-  const [, lookResult, , , , snapshotResult, , firstBatch] = results;
-  const writing = lookResult?.rows[0]?.[0] === 't';
-  const snapshot = String(snapshotResult?.rows[0]?.[0]);
-  const read: ReadSpan = { since: parseSnapshot(since) as Snapshot, upto: parseSnapshot(snapshot) as Snapshot };
-  const fetch = (): Promise<pg.QueryArrayResult<OutboxRow>> => {
-    const fetched = client.query<OutboxRow>(fetchRows(`FETCH ${batchSize} FROM task_events_new_rows`));
-    // awaited below; if handing on the batch before it throws, its failure must not go unhandled
-    fetched.catch(() => {});
-    return fetched;
-  };
-  let next = Promise.resolve(firstBatch as pg.QueryArrayResult<OutboxRow>);
-  for (;;) {
-    const batch = await next;
-    const more = batch.rows.length === batchSize;
-    if (more) next = fetch();
-    if (batch.rows.length) onBatch(batch.rows.map((row) => toEvent(row, read)));
-    if (!more) break;
+  const from = parseSnapshot(since);
+  if (!from) throw new Error(`task events: not a snapshot: ${since}`);
+  // One result per statement of OPEN_READ: BEGIN, the look, COMMIT, BEGIN, the snapshot (and settings).
+  const [, look, , , current] = (await client.query(fetchRows(OPEN_READ))) as unknown as pg.QueryArrayResult[];
+  const writing = look?.rows[0]?.[0] === 't';
+  const snapshot = String(current?.rows[0]?.[0]);
+  const read: ReadSpan = { since: from, upto: parseSnapshot(snapshot) as Snapshot };
+  const query = newRows(read);
+  if (query) {
+    // the cursor and its first batch, in one round trip
+    const opened = (await client.query(fetchRows(`DECLARE task_events_new_rows NO SCROLL CURSOR FOR ${query};
+      FETCH ${batchSize} FROM task_events_new_rows`))) as unknown as pg.QueryArrayResult<OutboxRow>[];
+    const fetch = (): Promise<pg.QueryArrayResult<OutboxRow>> => {
+      const fetched = client.query<OutboxRow>(fetchRows(`FETCH ${batchSize} FROM task_events_new_rows`));
+      // awaited below; if handing on the batch before it throws, its failure must not go unhandled
+      fetched.catch(() => {});
+      return fetched;
+    };
+    let next = Promise.resolve(opened[1] as pg.QueryArrayResult<OutboxRow>);
+    for (;;) {
+      const batch = await next;
+      const more = batch.rows.length === batchSize;
+      if (more) next = fetch();
+      if (batch.rows.length) onBatch(batch.rows.map((row) => toEvent(row, read)));
+      if (!more) break;
+    }
   }
   await client.query('COMMIT');
   return { snapshot, read, writing };

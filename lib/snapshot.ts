@@ -40,3 +40,21 @@ export function covers(later: Snapshot, earlier: Snapshot): boolean {
 export function later(a: Snapshot, b: Snapshot): Snapshot {
   return covers(b, a) && !covers(a, b) ? b : a;
 }
+
+/**
+ * The transactions `upto` sees and `since` does not (`upto` taken at or after `since`), as xid
+ * ranges with exclusive bounds and single xids: from `since`'s xmax to `upto`'s, around the
+ * transactions `upto` saw running; and those `since` saw running that had ended by `upto`. Empty
+ * when nothing can have committed in between.
+ */
+export function unseen(since: Snapshot, upto: Snapshot): { ranges: [above: number, below: number][]; xids: number[] } {
+  const running = [...upto.xip].filter((xid) => xid >= since.xmax).sort((a, b) => a - b);
+  const bounds = [since.xmax - 1, ...running, upto.xmax];
+  const ranges: [number, number][] = [];
+  for (let i = 1; i < bounds.length; i++) {
+    const above = bounds[i - 1] as number;
+    const below = bounds[i] as number;
+    if (below - above > 1) ranges.push([above, below]);
+  }
+  return { ranges, xids: [...since.xip].filter((xid) => !upto.xip.has(xid)).sort((a, b) => a - b) };
+}

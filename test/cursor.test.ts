@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import type { TaskEvent } from '../lib/buffer.js';
 import { cursorAfter, cursorAt, CursorCodec } from '../lib/cursor.js';
-import { covers, later, parseSnapshot, visible, type Snapshot } from '../lib/snapshot.js';
+import { covers, later, parseSnapshot, unseen, visible, type Snapshot } from '../lib/snapshot.js';
 
 const snap = (text: string): Snapshot => parseSnapshot(text) as Snapshot;
 
@@ -52,4 +52,22 @@ t.test('cursorAfter: a socket that started later than the read\'s start keeps it
   t.equal(cursorAfter(event, null).floor.text, '10:20:');
   t.equal(cursorAfter(event, snap('22:22:')).floor.text, '22:22:', 'the start, seen after the read began');
   t.equal(cursorAfter(event, snap('5:8:')).floor.text, '10:20:', 'an older start does not matter');
+});
+
+t.test('unseen: the xids a later snapshot sees and an earlier one does not, around those still running', async (t) => {
+  t.same(unseen(snap('10:20:'), snap('10:20:')), { ranges: [], xids: [] }, 'the same snapshot: nothing');
+  t.same(unseen(snap('10:20:'), snap('15:30:')), { ranges: [[19, 30]], xids: [] }, '20..29');
+  t.same(unseen(snap('10:20:12,15'), snap('12:30:12,22,25,26')), { ranges: [[19, 22], [22, 25], [26, 30]], xids: [15] },
+    'around 22, 25 and 26 (still running), 15 ended since, 12 still running');
+  t.same(unseen(snap('10:20:'), snap('10:21:20')), { ranges: [], xids: [] }, 'only a transaction still running');
+  // every xid from 1 to 40 is in the answer exactly when the later snapshot sees it and the earlier does not
+  for (const [earlier, later] of [['10:20:12,15', '12:30:12,22,25,26'], ['5:9:5,6,8', '6:14:6,9,13'], ['3:3:', '3:8:3,4,5,6,7']]) {
+    const { ranges, xids } = unseen(snap(earlier as string), snap(later as string));
+    for (let xid = 1; xid <= 40; xid++) {
+      const inAnswer = xids.includes(xid) || ranges.some(([above, below]) => xid > above && xid < below);
+      const expected = visible(snap(later as string), xid) && !visible(snap(earlier as string), xid);
+      if (inAnswer !== expected) t.fail(`${earlier} → ${later}: xid ${xid} ${inAnswer ? 'in' : 'not in'} the answer`);
+    }
+  }
+  t.pass('checked xid by xid against visible()');
 });
