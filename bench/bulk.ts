@@ -4,9 +4,9 @@
 // last event: the client must receive exactly `rows` task_status_changed events, in the order the
 // UPDATE visits the rows (the capture's order: ctid order, read just before), none missing.
 // Events/s = rows / that time; target ≥ 75,000. The reference is the same UPDATE with our
-// triggers detached (rows / its statement time): what the database alone costs. A second row holds the statement alone (start → commit) against the same
-// statement under the minimal capture trigger (bench/minimal-capture.ts, the floor of trigger
-// capture); target ≤ 1.15×. Each of the three statements runs on the table in the same state:
+// triggers detached (rows / its statement time): what the database alone costs. A second row
+// holds the statement alone (start → commit) against the same statement under the minimal
+// capture trigger (bench/minimal-capture.ts, the floor of trigger capture); target ≤ 1.15×. Each of the three statements runs on the table in the same state:
 // after one UPDATE of every row and a VACUUM, right after a CHECKPOINT.
 // The JSON also holds the split: the statement, commit → first frame, → the server's last send,
 // → the last frame, each frame's arrival, the client's parsing. Give `--rows` as a multiple of

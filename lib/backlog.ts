@@ -7,25 +7,27 @@ import { EventBuffer, type ReadSpan } from './buffer.js';
 import { cursorAfter, type Cursor } from './cursor.js';
 import { eventsFrame } from './frames.js';
 import type { Filter } from './group.js';
-import { EVENT_COLUMNS, fetchRows, toEvent, type OutboxRow } from './outbox.js';
+import { committedBetween, EVENT_COLUMNS, fetchRows, toEvent, type OutboxRow } from './outbox.js';
 import { checkout } from './pool.js';
 import { visible, type Snapshot } from './snapshot.js';
 
-// In the cursor's read first (what `upto` sees, after `lastId`), then what the handshake's
-// snapshot sees beyond it, each in id order: the order in which a cursor can follow them. `xid >=
-// xmin(floor)` lets the xid index skip all that the cursor's floor has, `xid < xmax(handshake's)`
-// the transactions begun after the handshake (a bulk write still open).
-const BACKLOG = `
+// The events the cursor's floor does not see and the handshake's snapshot does, looked up by
+// their xids (committedBetween(): a transaction still open is not visited), in the cursor's read
+// first (what `upto` sees, after `lastId`), then beyond it, each in id order: the order in which a
+// cursor can follow them. Null when no transaction can be in between.
+export function backlogQuery(from: Cursor, to: Snapshot): string | null {
+  const committed = committedBetween({ since: from.floor, upto: to });
+  if (!committed) return null;
+  return `
   SELECT ${EVENT_COLUMNS}
   FROM task_events.outbox
-  WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND xid < pg_snapshot_xmax($7::pg_snapshot)
-    AND environment_id = $4
-    AND ($5::bigint[] IS NULL OR object_class_id = ANY ($5))
-    AND ($6::text[] IS NULL OR event = ANY ($6))
-    AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)
-    AND NOT ($3::bigint IS NOT NULL AND id <= $3 AND pg_visible_in_snapshot(xid, $2::pg_snapshot))
-    AND pg_visible_in_snapshot(xid, $7::pg_snapshot)
-  ORDER BY NOT pg_visible_in_snapshot(xid, $2::pg_snapshot), id`;
+  WHERE ${committed}
+    AND environment_id = $3
+    AND ($4::bigint[] IS NULL OR object_class_id = ANY ($4))
+    AND ($5::text[] IS NULL OR event = ANY ($5))
+    AND NOT ($2::bigint IS NOT NULL AND id <= $2 AND pg_visible_in_snapshot(xid, $1::pg_snapshot))
+  ORDER BY NOT pg_visible_in_snapshot(xid, $1::pg_snapshot), id`;
+}
 
 /** What one resume needs. */
 export interface BacklogRequest {
@@ -50,15 +52,17 @@ export async function sendBacklog(request: BacklogRequest): Promise<number> {
   const { pool, socket, filter, from, to, batchSize, messageLimit, encodeCursor } = request;
   const inCursorRead: ReadSpan = { since: from.floor, upto: from.upto };
   const beyond: ReadSpan = { since: from.upto, upto: to };
+  const query = backlogQuery(from, to);
+  if (!query) return 0;
   const client = await checkout(pool);
   let failure: Error | undefined;
   let sent = 0;
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await client.query({
-      text: `DECLARE task_events_backlog NO SCROLL CURSOR FOR ${BACKLOG}`,
-      values: [from.floor.text, from.upto.text, from.lastId, filter.environmentId,
-        filter.objectClassIds ? [...filter.objectClassIds] : null, filter.eventTypes ? [...filter.eventTypes] : null, to.text],
+      text: `DECLARE task_events_backlog NO SCROLL CURSOR FOR ${query}`,
+      values: [from.upto.text, from.lastId, filter.environmentId,
+        filter.objectClassIds ? [...filter.objectClassIds] : null, filter.eventTypes ? [...filter.eventTypes] : null],
     });
     const waiting = new EventBuffer();
     const send = (): void => {

@@ -24,25 +24,35 @@ export const EVENT_COLUMNS = `id, environment_id, object_class_id, event, xid, $
 // committed by `upto`. Read inside a REPEATABLE READ transaction whose snapshot is `upto` and
 // becomes the next `since`, the reads tile the outbox's commit history with no gap and no
 // overlap, whatever order concurrent transactions commit in. Only those xids are looked up in the
-// index (unseen(): the ranges between the two snapshots, around the transactions `upto` saw
-// running): the rows of a transaction still open (a bulk UPDATE, a long import) are not visited,
-// where a look by `xid >= xmax` alone walked them all at every read only to find them invisible
-// (test/outbox-read.test.ts counts the pages a read visits). The xids are written into the text,
-// not bound: the cursor is opened with other statements in one round trip, which PostgreSQL takes
-// only without parameters (they are numbers, from parsed snapshots).
-/** The read's query, or null when nothing can have committed between the two snapshots. */
-export function newRows({ since, upto }: ReadSpan): string | null {
+// index (committedBetween(), from unseen(): the ranges between the two snapshots, around the
+// transactions `upto` saw running): the rows of a transaction still open (a bulk UPDATE, a long
+// import) are not visited, where a look by `xid >= xmax` alone walked them all at every read only
+// to find them invisible (test/outbox-read.test.ts counts the pages a read visits). The xids are
+// written into the text, not bound: the cursor is opened with other statements in one round trip,
+// which PostgreSQL takes only without parameters (they are numbers, from parsed snapshots).
+/**
+ * The condition on an outbox row's xid that it was committed after `since` and `upto` sees it
+ * (with the row's own visibility), as index lookups; null when no transaction can be in between.
+ * The listener's reads and a v2 resume's backlog both ask it.
+ */
+export function committedBetween({ since, upto }: ReadSpan): string | null {
   const { ranges, xids } = unseen(since, upto);
   const conditions = ranges.map(([above, below]) => `(xid > '${above}'::xid8 AND xid < '${below}'::xid8)`);
   if (xids.length) conditions.push(`xid = ANY ('{${xids.join(',')}}'::xid8[])`);
-  if (!conditions.length) return null;
+  return conditions.length ? `(${conditions.join(' OR ')})` : null;
+}
+
+/** The read's query, or null when nothing can have committed between the two snapshots. */
+export function newRows(span: ReadSpan): string | null {
+  const committed = committedBetween(span);
+  if (!committed) return null;
   return `
   SELECT ${EVENT_COLUMNS}
   FROM (
     -- sorted first, formatted as fetched: the first rows of a 100k-row read leave early
     SELECT id, environment_id, task_id, object_class_id, event, created_at, xid
     FROM task_events.outbox
-    WHERE ${conditions.join(' OR ')}
+    WHERE ${committed}
     ORDER BY id
     OFFSET 0
   ) AS new_rows`;

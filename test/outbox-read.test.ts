@@ -4,6 +4,8 @@ import t from 'tap';
 import type pg from 'pg';
 import { createTestDatabase } from '../harness/db.js';
 import type { TaskEvent } from '../lib/buffer.js';
+import { backlogQuery } from '../lib/backlog.js';
+import { cursorAt } from '../lib/cursor.js';
 import { currentSnapshot, newRows, readOutbox } from '../lib/outbox.js';
 import { parseSnapshot, type Snapshot } from '../lib/snapshot.js';
 
@@ -71,12 +73,12 @@ t.test('transactions open across reads and committing out of order: each read ha
  * Pages (shared buffers hit or read) that the query `sql` makes of the snapshot visits, run in a
  * REPEATABLE READ transaction (the read's, whose snapshot it is given).
  */
-async function pagesVisited(client: pg.PoolClient, sql: (upto: Snapshot) => string): Promise<number> {
+async function pagesVisited(client: pg.PoolClient, sql: (upto: Snapshot) => string, values: unknown[] = []): Promise<number> {
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const { rows: [current] } = await client.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
     const upto = parseSnapshot((current as { snapshot: string }).snapshot) as Snapshot;
-    const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: Record<string, number> }] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql(upto)}`);
+    const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: Record<string, number> }] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql(upto)}`, values);
     const plan = (rows[0] as { 'QUERY PLAN': [{ Plan: Record<string, number> }] })['QUERY PLAN'][0].Plan;
     return (plan['Shared Hit Blocks'] ?? 0) + (plan['Shared Read Blocks'] ?? 0);
   } finally {
@@ -84,7 +86,7 @@ async function pagesVisited(client: pg.PoolClient, sql: (upto: Snapshot) => stri
   }
 }
 
-t.test('a read while a transaction holds 20,000 uncommitted events visits none of their pages', async (t) => {
+t.test('a read or a resume while a transaction holds 20,000 uncommitted events visits none of their pages', async (t) => {
   const taskIds = await createTasks(20_000);
   const [later] = await createTasks(1) as [number];
   const since = await currentSnapshot(pool);
@@ -105,6 +107,10 @@ t.test('a read while a transaction holds 20,000 uncommitted events visits none o
   const everyNewXid = `SELECT id FROM task_events.outbox WHERE xid >= pg_snapshot_xmax('${since}'::pg_snapshot) ORDER BY id`;
   const walked = await pagesVisited(client, () => everyNewXid);
   t.ok(walked >= written, `a read by xid >= since's xmax alone visits ${walked}`);
+  // a v2 resume's backlog from a cursor at `since`, up to the handshake's snapshot
+  const cursor = cursorAt(parseSnapshot(since) as Snapshot);
+  const backlog = await pagesVisited(client, (upto) => backlogQuery(cursor, upto) as string, [since, null, 1, null, null]);
+  t.ok(backlog < 20, `a resume's backlog read visited ${backlog} pages`);
   t.same((await read(since)).taskIds, [later], 'and the read finds the one committed');
 });
 
