@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import taskEvents, { migrate } from '../lib/index.js';
+import { endPool } from '../lib/pool.js';
 import { api } from './api.js';
 import type { Config } from './config.js';
 import { operations } from './operations.js';
@@ -70,7 +71,8 @@ export async function buildApp(config: AppConfig, serverOptions: FastifyHttpOpti
   // Its message and code only: pg-pool hangs the whole client on this error.
   pool.on('error', (error: Error & { code?: string }) => app.log.warn({ error: { message: error.message, code: error.code } }, 'idle PostgreSQL client failed'));
   // onClose hooks run in reverse order: added before the plugin, this one runs after the plugin's.
-  app.addHook('onClose', () => pool.end());
+  // It waits for the connections to close: the embedded database is stopped right after.
+  app.addHook('onClose', () => endPool(pool));
   try {
     await prepareDatabase(pool, app.log);
     const { rateLimit, ...settings } = config.taskEvents;

@@ -18,6 +18,7 @@ import { registerMetrics } from './metrics.js';
 import { migrate } from './migrate.js';
 import { cursorKey, streamPoint } from './outbox.js';
 import { resolveOptions, type Identity, type TaskEventsOptions } from './options.js';
+import { endPool } from './pool.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
 import { checkDatabase } from './readiness.js';
 import { Retention } from './retention.js';
@@ -237,7 +238,7 @@ const taskEventsPlugin: FastifyPluginAsync<TaskEventsOptions> = async (app: Fast
     limiter?.close();
     await retention.close();
     await listener.close();
-    if (!options.pool) await pool.end();
+    if (!options.pool) await endPool(pool);
   });
 };
 

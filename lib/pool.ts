@@ -55,3 +55,25 @@ export async function onLiveConnection<T>(query: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+/** How long {@link endPool} waits for the connections to close. */
+const END_WAIT = 5000;
+
+/**
+ * Ends a pool and waits (5 s at most) until its connections have closed. pg-pool's end() resolves
+ * once it has asked them to close: a database stopped right after (an embedded one at shutdown)
+ * terminates the ones still closing, and the pool reports that as an error of an idle client.
+ */
+export async function endPool(pool: pg.Pool): Promise<void> {
+  let open = pool.totalCount;
+  const closed = new Promise<void>((resolve) => {
+    if (open === 0) resolve();
+    pool.on('remove', () => {
+      if (--open <= 0) resolve();
+    });
+  });
+  await pool.end();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, END_WAIT)))]);
+  clearTimeout(timer);
+}
